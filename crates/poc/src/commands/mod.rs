@@ -1,0 +1,19 @@
+//! Command implementations: thin shells that read files, call the domain crates and print.
+
+mod artifacts;
+mod rng;
+
+use std::process::ExitCode;
+
+use crate::cli::{ArtifactsCommand, Cli, Command};
+
+/// Runs one parsed command line. `Err` means invalid input (exit status 2).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Artifacts(ArtifactsCommand::Compare(args)) => artifacts::compare(&args),
+        Command::Artifacts(ArtifactsCommand::Project(args)) => {
+            artifacts::project(&args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Rng(cmd) => rng::run(cmd).map(|()| ExitCode::SUCCESS),
+    }
+}
