@@ -511,7 +511,10 @@ mod tests {
                 differing += (d != 0) as usize;
             }
         }
-        eprintln!("{differing} of {} normals differ by 1 ulp from the std emulation", 3 * n);
+        eprintln!(
+            "{differing} of {} normals differ by 1 ulp from the std emulation",
+            3 * n
+        );
         assert!(
             differing < 3 * n / 10_000,
             "{differing} values differ by 1 ulp"
