@@ -11,7 +11,6 @@
 use thiserror::Error;
 
 use crate::hash::{Hash, hash_leaf, hash_node};
-use crate::mmr::{bag_peaks, mountains};
 
 /// Why a proof does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -72,13 +71,22 @@ pub fn verify_proof(
             count,
         });
     }
-    let ms = mountains(count);
-    let own = ms
-        .iter()
-        .position(|m| leaf_index < m.first_leaf + m.leaves())
-        .expect("leaf below count lies in a mountain");
-    let height = ms[own].height as usize;
-    let expected = height + ms.len() - 1;
+    // Locate the leaf's mountain without allocating: mountains are the set bits of
+    // `count`, largest first.
+    let peaks = count.count_ones() as usize;
+    let (mut first_leaf, mut index) = (0u64, 0usize);
+    let mut own = None;
+    for h in (0..64u32).rev() {
+        if count >> h & 1 == 1 {
+            if own.is_none() && leaf_index < first_leaf + (1 << h) {
+                own = Some((index, h as usize, leaf_index - first_leaf));
+            }
+            first_leaf += 1 << h;
+            index += 1;
+        }
+    }
+    let (own, height, local) = own.expect("leaf below count lies in a mountain");
+    let expected = height + peaks - 1;
     if proof.len() != expected {
         return Err(VerifyError::ProofLength {
             got: proof.len(),
@@ -87,7 +95,6 @@ pub fn verify_proof(
             count,
         });
     }
-    let local = leaf_index - ms[own].first_leaf;
     let mut current = *leaf_hash;
     for (level, sibling) in proof[..height].iter().enumerate() {
         current = if (local >> level) & 1 == 0 {
@@ -96,11 +103,20 @@ pub fn verify_proof(
             hash_node(sibling, &current)
         };
     }
-    let mut peaks = Vec::with_capacity(ms.len());
-    peaks.extend_from_slice(&proof[height..height + own]);
-    peaks.push(current);
-    peaks.extend_from_slice(&proof[height + own..]);
-    if bag_peaks(&peaks).as_ref() == Some(root) {
+    // Bag right to left; the leaf's peak sits at position `own` among the other peaks.
+    let others = &proof[height..];
+    let peak = |j: usize| -> &Hash {
+        match j.cmp(&own) {
+            std::cmp::Ordering::Less => &others[j],
+            std::cmp::Ordering::Equal => &current,
+            std::cmp::Ordering::Greater => &others[j - 1],
+        }
+    };
+    let mut acc = *peak(peaks - 1);
+    for j in (0..peaks - 1).rev() {
+        acc = hash_node(peak(j), &acc);
+    }
+    if &acc == root {
         Ok(())
     } else {
         Err(VerifyError::RootMismatch)

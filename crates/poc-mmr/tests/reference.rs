@@ -185,7 +185,7 @@ fn proofs_against_older_snapshots_stay_valid_as_the_tree_grows() {
     for (i, h) in leaves.iter().enumerate() {
         t.push(*h);
         let count = i as u64 + 1;
-        if count % 50 == 0 {
+        if count.is_multiple_of(50) {
             snapshots.push((count, t.root().unwrap()));
         }
         for &(c, root) in &snapshots {

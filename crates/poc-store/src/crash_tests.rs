@@ -161,10 +161,10 @@ fn crash_at_every_byte_of_the_last_flush_loses_nothing_reported() {
 fn crash_at_every_step_of_the_flush_sequence() {
     let points: Vec<(CrashPoint, usize)> = [0usize, 1, 7, 8, 9, 50, 400, usize::MAX]
         .iter()
-        .map(|&k| (CrashPoint::AfterWrite, k))
-        .chain([(CrashPoint::AfterDataSync, 0)])
-        .chain((0..=60).step_by(6).map(|k| (CrashPoint::AfterMetaWrite, k)))
-        .chain([(CrashPoint::AfterRename, 0)])
+        .map(|&k| (CrashPoint::Write, k))
+        .chain([(CrashPoint::DataSync, 0)])
+        .chain((0..=60).step_by(6).map(|k| (CrashPoint::MetaWrite, k)))
+        .chain([(CrashPoint::Rename, 0)])
         .collect();
     for (point, keep) in points {
         let tmp = tempfile::tempdir().unwrap();
@@ -175,14 +175,18 @@ fn crash_at_every_step_of_the_flush_sequence() {
         // After a failed flush the store refuses writes until reopened.
         assert!(store.append(999_999, &[1], None).is_err());
         drop(store);
+        // Only a completed rename publishes the new snapshot.
+        let published = ArtifactStore::open_read_only(&dir).unwrap().flushed().count;
+        assert_eq!(
+            published,
+            if point == CrashPoint::Rename { 84 } else { 64 },
+            "{point:?}"
+        );
         let s = reopen_and_check(&dir, &reported);
-        if point == CrashPoint::AfterRename {
-            assert_eq!(ArtifactStore::open_read_only(&dir).is_ok(), true);
-        }
         if matches!(
             point,
-            CrashPoint::AfterDataSync | CrashPoint::AfterMetaWrite | CrashPoint::AfterRename
-        ) || (point == CrashPoint::AfterWrite && keep == usize::MAX)
+            CrashPoint::DataSync | CrashPoint::MetaWrite | CrashPoint::Rename
+        ) || (point == CrashPoint::Write && keep == usize::MAX)
         {
             // Every appended artifact reached the log and survived.
             assert!(s.count() >= 84 + 3, "{point:?}: {}", s.count());

@@ -20,6 +20,7 @@ pub mod error;
 mod flusher;
 pub mod format;
 mod managed;
+mod nonce_set;
 mod scan;
 mod store;
 mod verify;

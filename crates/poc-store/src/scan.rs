@@ -1,7 +1,6 @@
 //! Reading a log back: framing, checksums, record semantics and leaf hashes.
 //! Shared by recovery on open and by the `verify` (fsck) report.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
@@ -12,8 +11,10 @@ use rayon::prelude::*;
 
 use crate::error::StoreError;
 use crate::format::{
-    FormatError, LOG_HEADER_LEN, NO_NODE, Record, check_log_header, decode_record,
+    FormatError, LOG_HEADER_LEN, NO_NODE, Record, artifact_record_len, check_log_header,
+    decode_record,
 };
+use crate::nonce_set::NonceSet;
 
 /// Bytes read per chunk while scanning.
 const CHUNK: usize = 8 << 20;
@@ -44,7 +45,7 @@ pub(crate) struct Problem {
 pub(crate) struct Scanned {
     pub leaf_hashes: Vec<Hash>,
     pub locations: Vec<u64>,
-    pub nonces: HashSet<i32>,
+    pub nonces: NonceSet,
     pub node_ids: Vec<String>,
     /// Per node index, over all valid artifacts.
     pub node_counts: Vec<u64>,
@@ -95,6 +96,12 @@ pub(crate) fn scan(
         end: LOG_HEADER_LEN,
         ..Scanned::default()
     };
+    // Sized for production records (24-byte vectors); other sizes only change how much
+    // is reserved up front.
+    let estimate = (limit.saturating_sub(LOG_HEADER_LEN) / artifact_record_len(24) as u64) as usize;
+    s.nonces.reserve(estimate);
+    s.locations.reserve(estimate);
+    s.leaf_hashes.reserve(estimate);
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(limit as usize) + 8192);
     let mut buf_offset = LOG_HEADER_LEN; // file offset of buf[0]
     let mut remaining = limit.saturating_sub(LOG_HEADER_LEN);

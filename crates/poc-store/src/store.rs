@@ -1,20 +1,23 @@
 //! One stage's durable artifact store.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use memmap2::Mmap;
 use poc_mmr::{
     Hash, MAX_LEAF_COUNT, Mmr, fill_perfect, hash_leaf, hash_node, mountains, node_count,
 };
 
 use crate::error::{AppendError, StoreError};
 use crate::format::{
-    LOG_FILE, MAX_NODE_ID_LEN, MAX_NODES, MAX_VECTOR_LEN, META_FILE, META_TMP_FILE, Meta, NO_NODE,
-    Record, artifact_record_len, decode_record, encode_artifact, encode_node, log_header,
+    FormatError, LOG_FILE, MAX_NODE_ID_LEN, MAX_NODES, MAX_VECTOR_LEN, META_FILE, META_TMP_FILE,
+    Meta, NO_NODE, Record, artifact_record_len, decode_record, encode_artifact, encode_node,
+    log_header,
 };
+use crate::nonce_set::NonceSet;
 use crate::scan::{pack_location, scan, unpack_location};
 
 /// `(count, root)` of a snapshot; the root is `None` for an empty snapshot.
@@ -67,20 +70,28 @@ pub struct RecoveryInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CrashPoint {
     /// After writing the records, before the data fsync.
-    AfterWrite,
+    Write,
     /// After the data fsync, before the metadata is written.
-    AfterDataSync,
+    DataSync,
     /// After writing (part of) the temporary metadata file, before its fsync.
-    AfterMetaWrite,
+    MetaWrite,
     /// After the rename, before the directory fsync.
-    AfterRename,
+    Rename,
+}
+
+/// Where a record's bytes are read from.
+enum Source {
+    /// Not yet in the file: a copy of the buffered bytes.
+    Memory(Vec<u8>),
+    /// In the log file.
+    File { offset: u64, len: usize },
 }
 
 struct State {
     mmr: Mmr,
     /// Packed `(offset, framed length)` of every artifact record.
     locations: Vec<u64>,
-    nonces: HashSet<i32>,
+    nonces: NonceSet,
     node_ids: Vec<String>,
     node_index: HashMap<String, u16>,
     node_counts: Vec<u64>,
@@ -127,6 +138,9 @@ pub struct ArtifactStore {
     file: File,
     read_only: bool,
     state: RwLock<State>,
+    /// Read-only memory map of the log up to the last write (records are read from it
+    /// without a system call); replaced after every flush.
+    map: RwLock<Option<Arc<Mmap>>>,
     flush_lock: Mutex<()>,
     recovery: RecoveryInfo,
     #[cfg(test)]
@@ -324,17 +338,29 @@ impl ArtifactStore {
             flushed_node_counts: scanned.flushed_node_counts,
             failed: None,
         };
-        Ok(Self {
+        let store = Self {
             dir: dir.to_owned(),
             log_path,
             file,
             read_only,
             state: RwLock::new(state),
+            map: RwLock::new(None),
             flush_lock: Mutex::new(()),
             recovery,
             #[cfg(test)]
             crash_at: Mutex::new(None),
-        })
+        };
+        store.remap();
+        Ok(store)
+    }
+
+    /// Maps the log as it is now. Failure only costs speed: reads fall back to `pread`.
+    fn remap(&self) {
+        // SAFETY: the log is only ever appended to while the store is open (this process
+        // holds the exclusive lock for writing; truncation happens only before mapping,
+        // during recovery), so the mapped bytes never change or disappear under the map.
+        let map = unsafe { Mmap::map(&self.file) }.ok().map(Arc::new);
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = map;
     }
 
     /// The stage directory.
@@ -381,38 +407,39 @@ impl ArtifactStore {
         Ok(())
     }
 
+    /// The index of an ML node id, declared (with a node record) on first use.
+    fn resolve_node(s: &mut State, node_id: Option<&str>) -> Result<u16, AppendError> {
+        let Some(id) = node_id.filter(|id| !id.is_empty()) else {
+            return Ok(NO_NODE);
+        };
+        if let Some(&i) = s.node_index.get(id) {
+            return Ok(i);
+        }
+        if s.node_ids.len() >= MAX_NODES {
+            return Err(AppendError::TooManyNodes(MAX_NODES));
+        }
+        let i = s.node_ids.len() as u16;
+        encode_node(&mut s.pending, i, id);
+        s.node_ids.push(id.to_owned());
+        s.node_index.insert(id.to_owned(), i);
+        s.node_counts.push(0);
+        s.flushed_node_counts.push(0);
+        Ok(i)
+    }
+
     fn append_locked(
         s: &mut State,
         nonce: i32,
         vector: &[u8],
-        node_id: Option<&str>,
+        node: u16,
         leaf_hash: Hash,
     ) -> Result<u64, AppendError> {
         if s.mmr.leaves() >= MAX_LEAF_COUNT {
             return Err(AppendError::CapacityExceeded(s.mmr.leaves()));
         }
-        if s.nonces.contains(&nonce) {
+        if !s.nonces.insert(nonce) {
             return Err(AppendError::DuplicateNonce(nonce));
         }
-        let node = match node_id.filter(|id| !id.is_empty()) {
-            None => NO_NODE,
-            Some(id) => match s.node_index.get(id) {
-                Some(&i) => i,
-                None => {
-                    if s.node_ids.len() >= MAX_NODES {
-                        return Err(AppendError::TooManyNodes(MAX_NODES));
-                    }
-                    let i = s.node_ids.len() as u16;
-                    encode_node(&mut s.pending, i, id);
-                    s.node_ids.push(id.to_owned());
-                    s.node_index.insert(id.to_owned(), i);
-                    s.node_counts.push(0);
-                    s.flushed_node_counts.push(0);
-                    i
-                }
-            },
-        };
-        s.nonces.insert(nonce);
         let offset = s.pending_start + s.pending.len() as u64;
         encode_artifact(&mut s.pending, nonce, node, vector);
         s.locations
@@ -438,12 +465,13 @@ impl ArtifactStore {
         let leaf_hash = hash_leaf(nonce, vector);
         let mut s = self.write();
         s.check_writable()?;
-        Self::append_locked(&mut s, nonce, vector, node_id, leaf_hash)
+        let node = Self::resolve_node(&mut s, node_id)?;
+        Self::append_locked(&mut s, nonce, vector, node, leaf_hash)
     }
 
     /// Appends many artifacts of one ML node under a single lock (leaf hashes are computed
-    /// before taking it). Returns one result per item: a rejected item (e.g. a duplicate
-    /// nonce) does not stop the others.
+    /// before taking it). Returns one result per item: a
+    /// rejected item (e.g. a duplicate nonce) does not stop the others.
     pub fn append_batch(
         &self,
         items: &[(i32, &[u8])],
@@ -460,10 +488,14 @@ impl ArtifactStore {
         if let Err(e) = s.check_writable() {
             return items.iter().map(|_| Err(e.clone())).collect();
         }
+        let node = match Self::resolve_node(&mut s, node_id) {
+            Ok(n) => n,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
         items
             .iter()
             .zip(prepared)
-            .map(|((nonce, v), h)| Self::append_locked(&mut s, *nonce, v, node_id, h?))
+            .map(|((nonce, v), h)| Self::append_locked(&mut s, *nonce, v, node, h?))
             .collect()
     }
 
@@ -510,122 +542,145 @@ impl ArtifactStore {
         Ok(s.mmr.root_at(count)?)
     }
 
-    /// Bytes of one record, wherever it is now (pending, being written, or in the file).
-    fn record_source(s: &State, loc: u64) -> Result<Vec<u8>, (u64, usize)> {
+    /// Where one record's bytes are now: copied from memory if not yet in the file.
+    fn record_source(s: &State, loc: u64) -> Source {
         let (offset, len) = unpack_location(loc);
         if offset >= s.pending_start {
             let at = (offset - s.pending_start) as usize;
-            return Ok(s.pending[at..at + len].to_vec());
+            return Source::Memory(s.pending[at..at + len].to_vec());
         }
         if let Some((start, buf)) = &s.in_flight
             && offset >= *start
         {
             let at = (offset - start) as usize;
-            return Ok(buf[at..at + len].to_vec());
+            return Source::Memory(buf[at..at + len].to_vec());
         }
-        Err((offset, len))
+        Source::File { offset, len }
     }
 
-    fn read_record(
+    /// Decodes artifact records (without holding the state lock): from memory, from the
+    /// memory map, or with `pread` for bytes written after the last remap.
+    fn read_records(
         &self,
-        leaf: u64,
-        source: Result<Vec<u8>, (u64, usize)>,
-    ) -> Result<(i32, Vec<u8>, u16), StoreError> {
-        let (bytes, offset) = match source {
-            Ok(b) => (b, 0),
-            Err((offset, len)) => {
-                let mut b = vec![0u8; len];
-                self.file
-                    .read_exact_at(&mut b, offset)
-                    .map_err(io_err("read", &self.log_path))?;
-                (b, offset)
-            }
-        };
-        let damaged = |error| StoreError::DamagedRecord {
-            path: self.log_path.clone(),
-            leaf,
-            offset,
-            error,
-        };
-        match decode_record(&bytes).map_err(damaged)? {
-            (
-                Record::Artifact {
-                    nonce,
-                    node,
-                    vector,
-                },
-                _,
-            ) => Ok((nonce, vector.to_vec(), node)),
-            _ => Err(damaged(crate::format::FormatError::Body(
-                "expected an artifact record",
-            ))),
-        }
+        items: Vec<(u64, Source)>,
+    ) -> Result<Vec<(i32, Vec<u8>, u16)>, StoreError> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut scratch = Vec::new();
+        items
+            .into_iter()
+            .map(|(leaf, source)| {
+                let (bytes, offset): (&[u8], u64) = match &source {
+                    Source::Memory(b) => (b, 0),
+                    Source::File { offset, len } => {
+                        let (start, end) = (*offset as usize, *offset as usize + len);
+                        match map.as_deref().filter(|m| m.len() >= end) {
+                            Some(m) => (&m[start..end], *offset),
+                            None => {
+                                scratch.resize(*len, 0);
+                                self.file
+                                    .read_exact_at(&mut scratch, *offset)
+                                    .map_err(io_err("read", &self.log_path))?;
+                                (&scratch, *offset)
+                            }
+                        }
+                    }
+                };
+                let damaged = |error| StoreError::DamagedRecord {
+                    path: self.log_path.clone(),
+                    leaf,
+                    offset,
+                    error,
+                };
+                match decode_record(bytes).map_err(damaged)?.0 {
+                    Record::Artifact {
+                        nonce,
+                        node,
+                        vector,
+                    } => Ok((nonce, vector.to_vec(), node)),
+                    Record::Node { .. } => {
+                        Err(damaged(FormatError::Body("expected an artifact record")))
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Reads the artifact at `leaf` (any appended leaf).
     pub fn artifact(&self, leaf: u64) -> Result<StoredArtifact, StoreError> {
-        let (source, node_ids) = {
+        let source = {
             let s = self.read();
             let count = s.mmr.leaves();
             let loc = *s
                 .locations
                 .get(leaf as usize)
                 .ok_or(StoreError::LeafOutOfRange { leaf, count })?;
-            (Self::record_source(&s, loc), s.node_ids.clone())
+            Self::record_source(&s, loc)
         };
-        let (nonce, vector, node) = self.read_record(leaf, source)?;
+        let (nonce, vector, node) = self.read_records(vec![(leaf, source)])?.remove(0);
         Ok(StoredArtifact {
             leaf_index: leaf,
             nonce,
             vector,
-            node_id: node_ids.get(node as usize).cloned(),
+            node_id: self.read().node_ids.get(node as usize).cloned(),
         })
     }
 
     /// The artifact at `leaf` with its proof against the flushed snapshot of `count`.
     pub fn proof(&self, leaf: u64, count: u64) -> Result<LeafProof, StoreError> {
-        Ok(self.proofs(&[leaf], count)?.remove(0))
+        let (source, proof) = {
+            let s = self.read();
+            Self::check_snapshot(&s, &[leaf], count)?;
+            let proof = s.mmr.proof(leaf, count)?;
+            (Self::record_source(&s, s.locations[leaf as usize]), proof)
+        };
+        let (nonce, vector, _) = self.read_records(vec![(leaf, source)])?.remove(0);
+        Ok(LeafProof {
+            leaf_index: leaf,
+            nonce,
+            vector,
+            proof,
+        })
+    }
+
+    fn check_snapshot(s: &State, leaves: &[u64], count: u64) -> Result<(), StoreError> {
+        if count > s.flushed.flushed_count {
+            return Err(StoreError::CountNotFlushed {
+                count,
+                flushed: s.flushed.flushed_count,
+            });
+        }
+        match leaves.iter().find(|&&l| l >= count) {
+            Some(&leaf) => Err(StoreError::LeafOutOfRange { leaf, count }),
+            None => Ok(()),
+        }
     }
 
     /// Artifacts with proofs for many leaves of one flushed snapshot, in request order
-    /// (duplicates are served). Takes the shared lock once.
+    /// (duplicates are served). Takes the shared lock once, and reads the records after
+    /// releasing it.
     pub fn proofs(&self, leaves: &[u64], count: u64) -> Result<Vec<LeafProof>, StoreError> {
-        let located = {
+        let (sources, proofs) = {
             let s = self.read();
-            if count > s.flushed.flushed_count {
-                return Err(StoreError::CountNotFlushed {
-                    count,
-                    flushed: s.flushed.flushed_count,
-                });
-            }
-            if let Some(&leaf) = leaves.iter().find(|&&l| l >= count) {
-                return Err(StoreError::LeafOutOfRange { leaf, count });
-            }
+            Self::check_snapshot(&s, leaves, count)?;
             let proofs = s.mmr.proofs(leaves, count)?;
-            leaves
+            let sources: Vec<(u64, Source)> = leaves
                 .iter()
-                .zip(proofs)
-                .map(|(&leaf, proof)| {
-                    (
-                        leaf,
-                        Self::record_source(&s, s.locations[leaf as usize]),
-                        proof,
-                    )
-                })
-                .collect::<Vec<_>>()
+                .map(|&leaf| (leaf, Self::record_source(&s, s.locations[leaf as usize])))
+                .collect();
+            (sources, proofs)
         };
-        located
-            .into_iter()
-            .map(|(leaf, source, proof)| {
-                let (nonce, vector, _) = self.read_record(leaf, source)?;
-                Ok(LeafProof {
-                    leaf_index: leaf,
-                    nonce,
-                    vector,
-                    proof,
-                })
+        let records = self.read_records(sources)?;
+        Ok(leaves
+            .iter()
+            .zip(records)
+            .zip(proofs)
+            .map(|((&leaf, (nonce, vector, _)), proof)| LeafProof {
+                leaf_index: leaf,
+                nonce,
+                vector,
+                proof,
             })
-            .collect()
+            .collect())
     }
 
     #[cfg(test)]
@@ -665,7 +720,7 @@ impl ArtifactStore {
         let end = start + buf.len() as u64;
 
         #[cfg(test)]
-        if let Some(keep) = self.crash_here(CrashPoint::AfterWrite) {
+        if let Some(keep) = self.crash_here(CrashPoint::Write) {
             let _ = self.file.write_all_at(&buf[..keep.min(buf.len())], start);
             return Err(self.fail("simulated crash".into()));
         }
@@ -677,7 +732,7 @@ impl ArtifactStore {
             return Err(self.fail(format!("syncing {}: {e}", self.log_path.display())));
         }
         #[cfg(test)]
-        if self.crash_here(CrashPoint::AfterDataSync).is_some() {
+        if self.crash_here(CrashPoint::DataSync).is_some() {
             return Err(self.fail("simulated crash".into()));
         }
 
@@ -690,6 +745,7 @@ impl ArtifactStore {
         if let Err(e) = self.write_meta(&meta) {
             return Err(self.fail(e.to_string()));
         }
+        self.remap();
         let mut s = self.write();
         s.flushed = meta;
         s.flushed_node_counts = node_counts;
@@ -702,7 +758,7 @@ impl ArtifactStore {
         let bytes = meta.encode();
         let f = File::create(&tmp).map_err(io_err("create", &tmp))?;
         #[cfg(test)]
-        if let Some(keep) = self.crash_here(CrashPoint::AfterMetaWrite) {
+        if let Some(keep) = self.crash_here(CrashPoint::MetaWrite) {
             let _ = f.write_all_at(&bytes[..keep.min(bytes.len())], 0);
             return Err(StoreError::io(
                 "simulated crash",
@@ -714,7 +770,7 @@ impl ArtifactStore {
         let path = self.dir.join(META_FILE);
         std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
         #[cfg(test)]
-        if self.crash_here(CrashPoint::AfterRename).is_some() {
+        if self.crash_here(CrashPoint::Rename).is_some() {
             return Err(StoreError::io(
                 "simulated crash",
                 std::io::Error::other("crash"),

@@ -206,7 +206,7 @@ fn proofs_are_served_while_another_thread_appends_and_flushes() {
     let mut snapshots_seen = std::collections::HashSet::new();
     while !done.load(Ordering::SeqCst) || served < 2000 {
         // Alternate between the first snapshot and the newest flushed one.
-        let snap = if served % 2 == 0 {
+        let snap = if served.is_multiple_of(2) {
             first
         } else {
             store.flushed()

@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod rng;
+mod store;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Artifacts(ArtifactsCommand::Project(args)) => {
             artifacts::project(&args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Store(cmd) => store::run(cmd),
         Command::Rng(cmd) => rng::run(cmd).map(|()| ExitCode::SUCCESS),
     }
 }
