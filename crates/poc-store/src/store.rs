@@ -238,14 +238,23 @@ impl ArtifactStore {
         Self::open_with(dir.as_ref(), true)
     }
 
+    /// Creates an empty log without ever replacing an existing one: the header is written
+    /// and synced under a private name, then hard-linked into place (which fails if a log
+    /// appeared meanwhile, e.g. created by a concurrent process).
     fn create(dir: &Path) -> Result<(), StoreError> {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        let tmp = dir.join(format!("{LOG_FILE}.new"));
+        let tmp = dir.join(format!("{LOG_FILE}.new.{}", std::process::id()));
         let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
         std::io::Write::write_all(&mut f, &log_header()).map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("sync", &tmp))?;
         let log = dir.join(LOG_FILE);
-        std::fs::rename(&tmp, &log).map_err(io_err("rename", &tmp))?;
+        let linked = std::fs::hard_link(&tmp, &log);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create", &log)(e)),
+        }
         sync_dir(dir)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
@@ -777,14 +786,5 @@ impl ArtifactStore {
             ));
         }
         sync_dir(&self.dir)
-    }
-
-    /// Approximate heap bytes held in memory (tree, locations, nonce index, buffers).
-    pub fn memory_bytes(&self) -> usize {
-        let s = self.read();
-        s.mmr.heap_bytes()
-            + s.locations.capacity() * 8
-            + s.nonces.capacity() * 5
-            + s.pending.capacity()
     }
 }
