@@ -7,9 +7,10 @@ use clap::{Args, Parser, Subcommand};
 /// Proof-of-Compute v2: prove GPU compute with the served model.
 ///
 /// One binary for every role of the system. Commands available in this build:
-/// `artifacts` (work with PoC artifact files), `store` (operate the durable artifact store
-/// an API node keeps per PoC stage) and `rng` (inspect the deterministic random inputs,
-/// reflection vectors and picks that every node must reproduce bit for bit).
+/// `model` (create and inspect checkpoints), `artifacts` (compute, compare and project PoC
+/// artifacts), `store` (operate the durable artifact store an API node keeps per PoC stage)
+/// and `rng` (inspect the deterministic random inputs, reflection vectors and picks that
+/// every node must reproduce bit for bit).
 #[derive(Debug, Parser)]
 #[command(name = "poc", version, propagate_version = true)]
 pub struct Cli {
@@ -19,6 +20,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create and inspect model checkpoints (Hugging Face layout).
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Work with PoC artifacts (nonce + k-dim FP16 vector, base64).
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
@@ -110,7 +114,89 @@ pub enum StoreCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Write a built-in random-weight checkpoint (deterministic; nothing is downloaded).
+    ///
+    /// Presets: `tiny-moe` (Qwen3-MoE, 8 experts, 4 layers, the devnet's model),
+    /// `tiny-dense` (Qwen3, 4 layers), `bench-dense-0.6b` (Qwen3-0.6B shapes, ~1.2 GB),
+    /// `bench-moe-30b-a3b-2l` (Qwen3-30B-A3B shapes with 2 layers, ~3.7 GB). Each comes with
+    /// config.json, model.safetensors, a byte-level tokenizer.json and a chat template.
+    Init {
+        /// Which preset.
+        #[arg(long, value_parser = ["tiny-moe", "tiny-dense", "bench-dense-0.6b", "bench-moe-30b-a3b-2l"])]
+        preset: String,
+        /// Output directory (created; existing files are overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print a checkpoint's architecture, dtypes, parameter count and tensors as JSON.
+    Info {
+        /// The model directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Also list every tensor with its dtype and shape.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Write a quantized copy of a checkpoint.
+    ///
+    /// `--fp8`: block-wise FP8 (e4m3) weights with per-block scales, the layout of the
+    /// production FP8 models (loaded back with dequantization). `--int4-rounded`: linear
+    /// weights rounded to 4 bits per row but stored in the original dtype, the "cheaper
+    /// model" a PoC validator must be able to tell apart.
+    #[command(group(clap::ArgGroup::new("format").required(true).args(["fp8", "int4_rounded"])))]
+    Quantize {
+        /// Block-wise FP8 e4m3.
+        #[arg(long)]
+        fp8: bool,
+        /// Linear weights rounded to 4 bits per row.
+        #[arg(long)]
+        int4_rounded: bool,
+        /// Block size of the scales (rows = columns).
+        #[arg(long, default_value_t = 128)]
+        block: usize,
+        /// The checkpoint to quantize.
+        #[arg(value_name = "IN")]
+        input: PathBuf,
+        /// Output directory.
+        #[arg(value_name = "OUT")]
+        output: PathBuf,
+    },
+}
+
+/// Which nonces to compute: an explicit list or a half-open range.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct NonceSelection {
+    /// Comma-separated nonces, e.g. `0,5,9`.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub nonces: Vec<i64>,
+    /// A half-open range `START..END`, e.g. `0..100`.
+    #[arg(long, value_name = "START..END")]
+    pub nonce_range: Option<String>,
+}
+
+/// The model and how to run it.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model directory (config.json + safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Compute dtype; `auto` is the checkpoint's dtype.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "bf16", "f16", "f32"])]
+    pub dtype: String,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ArtifactsCommand {
+    /// Compute PoC artifacts with a model, as an ML node does.
+    ///
+    /// Prints the ML node's shape on stdout: `{"artifacts": [{"nonce", "vector_b64"}],
+    /// "encoding": {...}}`, with a progress bar on stderr for long runs. Nonces whose hidden
+    /// state is not finite are left out (with a warning).
+    Compute(ComputeArgs),
+    /// Measure the PoC forward: nonces/s and tokens/s.
+    Bench(BenchArgs),
     /// Validate received artifacts against recomputed ones, as a validator's ML node does.
     ///
     /// Both files hold the ML node's response shape,
@@ -146,6 +232,43 @@ pub struct ProjectArgs {
     /// Number of dimensions per artifact.
     #[arg(long, default_value_t = 12)]
     pub k_dim: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ComputeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub seeds: SeedArgs,
+    #[command(flatten)]
+    pub nonces: NonceSelection,
+    /// Sequence length L.
+    #[arg(long)]
+    pub seq_len: usize,
+    /// Artifact dimensions k.
+    #[arg(long, default_value_t = 12)]
+    pub k_dim: usize,
+    /// Nonces per forward.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Use the stronger (concat-murmur) input generator.
+    #[arg(long)]
+    pub stronger_rng: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Sequence length L.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Nonces per forward.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Nonces to compute in the timed run (after one warm-up batch).
+    #[arg(long, default_value_t = 32)]
+    pub nonces: usize,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! Command implementations: thin shells that read files, call the domain crates and print.
 
 mod artifacts;
+mod model;
 mod rng;
 mod store;
 
@@ -12,6 +13,13 @@ use crate::cli::{ArtifactsCommand, Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Artifacts(ArtifactsCommand::Compare(args)) => artifacts::compare(&args),
+        Command::Model(cmd) => model::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Artifacts(ArtifactsCommand::Compute(args)) => {
+            model::compute(&args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Artifacts(ArtifactsCommand::Bench(args)) => {
+            model::bench(&args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Artifacts(ArtifactsCommand::Project(args)) => {
             artifacts::project(&args).map(|()| ExitCode::SUCCESS)
         }

@@ -1,0 +1,606 @@
+//! Qwen3 (dense) and Qwen3-MoE decoder stacks on candle, with the per-layer access the PoC
+//! forward needs.
+//!
+//! The layer structure follows the reference server (vLLM): each decoder layer returns the
+//! pair `(hidden, residual)`, and the next layer (or the final norm) adds them. RMSNorm
+//! normalises in f32, rounds to the compute dtype, then multiplies by the weight; attention
+//! runs in f32 (scores, softmax and the value product) whatever the compute dtype.
+
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+
+use crate::config::{Architecture, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::weights::Checkpoint;
+
+/// Bytes of attention scores processed at once (sequences are chunked to stay below).
+const ATTENTION_BUDGET_BYTES: usize = 256 << 20;
+
+/// `y = x Wᵀ (+ b)` for `x: [n, in]`, `W: [out, in]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(
+        ck: &Checkpoint,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: ck.tensor(&format!("{name}.weight"), &[out, inp], dtype, dev)?,
+            bias: if bias {
+                Some(ck.tensor(&format!("{name}.bias"), &[out], dtype, dev)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// RMSNorm over the last dimension: `bf16(x / sqrt(mean(x²) + eps)) * weight`, the
+/// normalisation computed in f32.
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        return Ok(candle_nn::ops::rms_norm(x, weight, eps as f32)?);
+    }
+    let xf = x.to_dtype(DType::F32)?;
+    let inv = xf
+        .sqr()?
+        .mean_keepdim(D::Minus1)?
+        .affine(1.0, eps)?
+        .sqrt()?
+        .recip()?;
+    Ok(xf
+        .broadcast_mul(&inv)?
+        .to_dtype(dtype)?
+        .broadcast_mul(weight)?)
+}
+
+/// RoPE tables: `cos`, `sin` of `position * inv_freq`, `[max_len, head_dim / 2]`.
+#[derive(Debug, Clone)]
+struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotary {
+    fn new(cfg: &ModelConfig, max_len: usize, dtype: DType, dev: &Device) -> Result<Self> {
+        let half = cfg.head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / cfg.head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(max_len * half);
+        let mut sin = Vec::with_capacity(max_len * half);
+        for p in 0..max_len {
+            for f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (max_len, half), dev)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, (max_len, half), dev)?.to_dtype(dtype)?,
+        })
+    }
+
+    fn at(&self, start: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.cos.narrow(0, start, len)?,
+            self.sin.narrow(0, start, len)?,
+        ))
+    }
+}
+
+/// Keys and values of earlier positions (generation only).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    eps: f64,
+}
+
+/// Causal attention in f32. `q: [b, heads, l, d]`, `k, v: [b, kv_heads, s, d]`; query `i`
+/// sits at position `s - l + i`. Returns `[b, heads, l, d]` in f32.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> Result<Tensor> {
+    let (b, _, l, d) = q.dims4()?;
+    let s = k.dim(2)?;
+    let groups = heads / kv_heads;
+    let offset = s - l;
+    let dev = q.device();
+    let mask: Vec<f32> = (0..l)
+        .flat_map(|i| {
+            (0..s).map(move |j| {
+                if j <= offset + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (l, s), dev)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let per_seq = heads * l * s * 4;
+    let chunk = (ATTENTION_BUDGET_BYTES / per_seq.max(1)).clamp(1, b);
+    let mut outs = Vec::with_capacity(b.div_ceil(chunk));
+    for start in (0..b).step_by(chunk) {
+        let n = chunk.min(b - start);
+        let qc = q.narrow(0, start, n)?.to_dtype(DType::F32)?;
+        let kc = k.narrow(0, start, n)?.to_dtype(DType::F32)?;
+        let vc = v.narrow(0, start, n)?.to_dtype(DType::F32)?;
+        // Grouped-query attention without copying keys: the queries of one key/value head
+        // form one [groups * l, d] matrix.
+        let qg = qc.reshape((n, kv_heads, groups * l, d))?;
+        let scores = (qg.matmul(&kc.t()?)? * scale)?;
+        let scores = scores
+            .reshape((n, kv_heads, groups, l, s))?
+            .broadcast_add(&mask)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.reshape((n, kv_heads, groups * l, s))?)?;
+        let out = probs.matmul(&vc)?; // [n, kv_heads, groups * l, d]
+        outs.push(out.reshape((n, heads, l, d))?);
+    }
+    Ok(if outs.len() == 1 {
+        outs.pop().expect("one chunk")
+    } else {
+        Tensor::cat(&outs, 0)?
+    })
+}
+
+impl Attention {
+    fn load(
+        ck: &Checkpoint,
+        p: &str,
+        cfg: &ModelConfig,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
+        let (h, hd, nh, nkv) = (
+            cfg.hidden_size,
+            cfg.head_dim,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+        );
+        let bias = cfg.attention_bias;
+        Ok(Self {
+            q: Linear::load(ck, &format!("{p}.q_proj"), nh * hd, h, bias, dtype, dev)?,
+            k: Linear::load(ck, &format!("{p}.k_proj"), nkv * hd, h, bias, dtype, dev)?,
+            v: Linear::load(ck, &format!("{p}.v_proj"), nkv * hd, h, bias, dtype, dev)?,
+            o: Linear::load(ck, &format!("{p}.o_proj"), h, nh * hd, false, dtype, dev)?,
+            q_norm: ck.tensor(&format!("{p}.q_norm.weight"), &[hd], dtype, dev)?,
+            k_norm: ck.tensor(&format!("{p}.k_norm.weight"), &[hd], dtype, dev)?,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            eps: cfg.rms_norm_eps,
+        })
+    }
+
+    /// `x: [b * l, H]` → `[b * l, H]`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        b: usize,
+        l: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let project = |lin: &Linear, heads: usize, norm: Option<&Tensor>| -> Result<Tensor> {
+            let y = lin.forward(x)?.reshape((b, l, heads, self.head_dim))?;
+            let y = match norm {
+                Some(w) => rms_norm(&y, w, self.eps)?,
+                None => y,
+            };
+            let y = y.transpose(1, 2)?.contiguous()?;
+            Ok(match norm {
+                Some(_) => candle_nn::rotary_emb::rope(&y, cos, sin)?,
+                None => y,
+            })
+        };
+        let q = project(&self.q, self.heads, Some(&self.q_norm))?;
+        let mut k = project(&self.k, self.kv_heads, Some(&self.k_norm))?;
+        let mut v = project(&self.v, self.kv_heads, None)?;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let out = attend(&q, &k, &v, self.heads, self.kv_heads)?.to_dtype(x.dtype())?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b * l, self.heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+}
+
+/// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+}
+
+impl Mlp {
+    fn load(
+        ck: &Checkpoint,
+        p: &str,
+        h: usize,
+        inter: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            gate: Linear::load(ck, &format!("{p}.gate_proj"), inter, h, false, dtype, dev)?,
+            up: Linear::load(ck, &format!("{p}.up_proj"), inter, h, false, dtype, dev)?,
+            down: Linear::load(ck, &format!("{p}.down_proj"), h, inter, false, dtype, dev)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate.forward(x)?.silu()?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+/// Sparse MoE block: softmax router, top-k experts per token.
+#[derive(Debug, Clone)]
+struct Moe {
+    router: Linear,
+    experts: Vec<Mlp>,
+    top_k: usize,
+    norm_topk_prob: bool,
+}
+
+/// The top-k routing of one token: `(expert, weight)`, highest probability first (ties:
+/// lower expert index first), renormalised when `norm` is set.
+pub(crate) fn route(probs: &[f32], k: usize, norm: bool) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    let mut top: Vec<(usize, f32)> = idx[..k].iter().map(|&e| (e, probs[e])).collect();
+    if norm {
+        let sum: f32 = top.iter().map(|(_, w)| w).sum();
+        for (_, w) in &mut top {
+            *w /= sum;
+        }
+    }
+    top
+}
+
+impl Moe {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let dtype = x.dtype();
+        let dev = x.device();
+        let logits = self.router.forward(x)?.to_dtype(DType::F32)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+        let e = self.experts.len();
+        let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); e];
+        let mut weights: Vec<Vec<f32>> = vec![Vec::new(); e];
+        for (t, p) in probs.iter().enumerate() {
+            for (ex, w) in route(p, self.top_k, self.norm_topk_prob) {
+                tokens[ex].push(t as u32);
+                weights[ex].push(w);
+            }
+        }
+        let mut ys = Vec::new();
+        let mut idx = Vec::new();
+        for ex in 0..e {
+            if tokens[ex].is_empty() {
+                continue;
+            }
+            let count = tokens[ex].len();
+            let ids = Tensor::from_slice(&tokens[ex], count, dev)?;
+            let w = Tensor::from_slice(&weights[ex], (count, 1), dev)?.to_dtype(dtype)?;
+            let y = self.experts[ex]
+                .forward(&x.index_select(&ids, 0)?)?
+                .broadcast_mul(&w)?;
+            ys.push(y);
+            idx.push(ids);
+        }
+        let out = Tensor::zeros(x.dims(), dtype, dev)?;
+        if ys.is_empty() {
+            return Ok(out);
+        }
+        let _ = n;
+        Ok(out.index_add(&Tensor::cat(&idx, 0)?, &Tensor::cat(&ys, 0)?, 0)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Ffn {
+    Dense(Mlp),
+    Sparse(Moe),
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_norm: Tensor,
+    attn: Attention,
+    post_norm: Tensor,
+    ffn: Ffn,
+    eps: f64,
+}
+
+impl DecoderLayer {
+    /// vLLM-style layer: returns `(ffn output, residual)`; their sum is the layer output.
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        residual: Option<&Tensor>,
+        (b, l): (usize, usize),
+        (cos, sin): (&Tensor, &Tensor),
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<(Tensor, Tensor)> {
+        let res = match residual {
+            None => hidden.clone(),
+            Some(r) => (hidden + r)?,
+        };
+        let h = rms_norm(&res, &self.input_norm, self.eps)?;
+        let a = self.attn.forward(&h, b, l, cos, sin, cache)?;
+        let res = (a + res)?;
+        let h = rms_norm(&res, &self.post_norm, self.eps)?;
+        let out = match &self.ffn {
+            Ffn::Dense(m) => m.forward(&h)?,
+            Ffn::Sparse(m) => m.forward(&h)?,
+        };
+        Ok((out, res))
+    }
+}
+
+/// A loaded Qwen3 or Qwen3-MoE model.
+#[derive(Debug)]
+pub struct Qwen3Model {
+    config: ModelConfig,
+    dtype: DType,
+    device: Device,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rotary: Rotary,
+}
+
+/// Per-layer hook of the PoC forward: receives the layer index and `(hidden, residual)`,
+/// returns the transformed pair.
+pub type LayerHook<'a> = dyn Fn(usize, Tensor, Tensor) -> Result<(Tensor, Tensor)> + 'a;
+
+impl Qwen3Model {
+    /// Loads every weight of `ck` in `dtype` onto `device`. Missing tensors and wrong shapes
+    /// are reported with the tensor's name.
+    pub fn load(ck: &Checkpoint, dtype: DType, device: &Device) -> Result<Self> {
+        let cfg = ck.config().clone();
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(ModelError::Request(format!(
+                "compute dtype {dtype:?} is not supported (f32, bf16, f16)"
+            )));
+        }
+        let h = cfg.hidden_size;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let ffn = if cfg.is_moe_layer(i) {
+                let m = cfg.moe.as_ref().expect("moe layer implies moe config");
+                let experts = (0..m.num_experts)
+                    .map(|e| {
+                        Mlp::load(
+                            ck,
+                            &format!("{p}.mlp.experts.{e}"),
+                            h,
+                            m.moe_intermediate_size,
+                            dtype,
+                            device,
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ffn::Sparse(Moe {
+                    router: Linear::load(
+                        ck,
+                        &format!("{p}.mlp.gate"),
+                        m.num_experts,
+                        h,
+                        false,
+                        dtype,
+                        device,
+                    )?,
+                    experts,
+                    top_k: m.experts_per_token,
+                    norm_topk_prob: m.norm_topk_prob,
+                })
+            } else {
+                Ffn::Dense(Mlp::load(
+                    ck,
+                    &format!("{p}.mlp"),
+                    h,
+                    cfg.intermediate_size,
+                    dtype,
+                    device,
+                )?)
+            };
+            layers.push(DecoderLayer {
+                input_norm: ck.tensor(
+                    &format!("{p}.input_layernorm.weight"),
+                    &[h],
+                    dtype,
+                    device,
+                )?,
+                attn: Attention::load(ck, &format!("{p}.self_attn"), &cfg, dtype, device)?,
+                post_norm: ck.tensor(
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    &[h],
+                    dtype,
+                    device,
+                )?,
+                ffn,
+                eps: cfg.rms_norm_eps,
+            });
+        }
+        let embed_tokens = ck.tensor(
+            "model.embed_tokens.weight",
+            &[cfg.vocab_size, h],
+            dtype,
+            device,
+        )?;
+        let lm_head = if cfg.tie_word_embeddings && !ck.contains("lm_head.weight") {
+            embed_tokens.clone()
+        } else {
+            ck.tensor("lm_head.weight", &[cfg.vocab_size, h], dtype, device)?
+        };
+        let norm = ck.tensor("model.norm.weight", &[h], dtype, device)?;
+        let rotary = Rotary::new(
+            &cfg,
+            cfg.max_position_embeddings.min(1 << 16),
+            dtype,
+            device,
+        )?;
+        let _ = Architecture::Qwen3;
+        Ok(Self {
+            config: cfg,
+            dtype,
+            device: device.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Longest sequence the position tables cover.
+    pub fn max_len(&self) -> usize {
+        self.rotary.cos.dim(0).unwrap_or(0)
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len == 0 || len > self.max_len() {
+            return Err(ModelError::Request(format!(
+                "sequence length {len} is outside 1..={} supported by this model",
+                self.max_len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The PoC prefill: `inputs: [b * l, H]` in the compute dtype are fed as input embeddings
+    /// (positions 0..l-1, causal attention within each sequence, no cache); `hook` runs
+    /// after every layer on its `(hidden, residual)` output. Returns the last position of
+    /// every sequence after the final norm, `[b, H]` in f32.
+    pub fn forward_embeds_last(
+        &self,
+        inputs: &Tensor,
+        b: usize,
+        l: usize,
+        hook: &LayerHook<'_>,
+    ) -> Result<Tensor> {
+        self.check_len(l)?;
+        let (cos, sin) = self.rotary.at(0, l)?;
+        let mut hidden = inputs.clone();
+        let mut residual: Option<Tensor> = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (h, r) = layer.forward(&hidden, residual.as_ref(), (b, l), (&cos, &sin), None)?;
+            let (h, r) = hook(i, h, r)?;
+            hidden = h;
+            residual = Some(r);
+        }
+        let last = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, l, self.config.hidden_size))?
+                .i((.., l - 1, ..))?
+                .contiguous()?)
+        };
+        let total = match &residual {
+            Some(r) => (last(&hidden)? + last(r)?)?,
+            None => last(&hidden)?,
+        };
+        Ok(rms_norm(&total, &self.norm, self.config.rms_norm_eps)?.to_dtype(DType::F32)?)
+    }
+
+    /// Runs `tokens` (one sequence) through the model, extending `cache`; returns the
+    /// logits of the last position in f32, `[vocab]`.
+    pub fn forward_tokens(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let start = cache.len();
+        let l = tokens.len();
+        self.check_len(start + l)?;
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let (cos, sin) = self.rotary.at(start, l)?;
+        let ids = Tensor::from_slice(tokens, l, &self.device)?;
+        let mut hidden = self.embed_tokens.index_select(&ids, 0)?;
+        let mut residual: Option<Tensor> = None;
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let (h, r) =
+                layer.forward(&hidden, residual.as_ref(), (1, l), (&cos, &sin), Some(slot))?;
+            hidden = h;
+            residual = Some(r);
+        }
+        let total = match residual {
+            Some(r) => (hidden.i(l - 1..l)? + r.i(l - 1..l)?)?,
+            None => hidden.i(l - 1..l)?,
+        };
+        let h = rms_norm(&total, &self.norm, self.config.rms_norm_eps)?;
+        Ok(h.matmul(&self.lm_head.t()?)?
+            .to_dtype(DType::F32)?
+            .squeeze(0)?)
+    }
+}

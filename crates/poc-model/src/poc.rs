@@ -1,0 +1,199 @@
+//! The PoC v2 forward (`compute-v2.md` §2): deterministic inputs as input embeddings, a
+//! Householder reflection of every layer's output, the last position after the final
+//! norm, then the model-independent projection to a k-dim FP16 artifact vector.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Tensor};
+use half::f16;
+use poc_core::InputRng;
+use poc_core::householder::householder_vector;
+use poc_core::inputs::split_inputs;
+use poc_core::projection::project_hidden;
+use rayon::prelude::*;
+
+use crate::error::{ModelError, Result};
+use crate::model::Qwen3Model;
+
+/// What one PoC computation is seeded with and how it is shaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PocParams {
+    /// Block hash of the stage start (used verbatim in every seed string).
+    pub block_hash: String,
+    /// Participant public key (used verbatim).
+    pub public_key: String,
+    /// Sequence length L.
+    pub seq_len: usize,
+    /// Artifact dimensions k.
+    pub k_dim: usize,
+    /// Input generator (`poc_stronger_rng`).
+    pub rng: InputRng,
+}
+
+/// One nonce's result: its FP16 vector, or `None` when the model produced a non-finite
+/// hidden state for it (such nonces are dropped, as the reference's later branches do).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonceVector {
+    /// The nonce.
+    pub nonce: i64,
+    /// The k FP16 values.
+    pub vector: Option<Vec<f16>>,
+}
+
+/// `x ← x − 2 (x·v) v` per row of `x: [n, H]` with `v: [1, H]` in the activation dtype,
+/// rounding like eager PyTorch: `p = x * v` (rounded), `dot = f32 sum of p` (rounded to the
+/// dtype), `t = 2 * dot` (exact), `t * v` (rounded), `x − t v` (rounded).
+pub fn reflect(x: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let p = x.broadcast_mul(v)?;
+    let dot = if dtype == DType::F32 {
+        p.sum_keepdim(1)?
+    } else {
+        p.to_dtype(DType::F32)?.sum_keepdim(1)?.to_dtype(dtype)?
+    };
+    Ok((x - dot.affine(2.0, 0.0)?.broadcast_mul(v)?)?)
+}
+
+/// The artifact vector of one nonce from its last hidden state (f32, after the final
+/// norm): `None` when the hidden state or the result is not finite.
+pub fn project_nonce(p: &PocParams, nonce: i64, hidden: &[f32]) -> Result<NonceVector> {
+    if !hidden.iter().all(|x| x.is_finite()) {
+        return Ok(NonceVector {
+            nonce,
+            vector: None,
+        });
+    }
+    let v = project_hidden(&p.block_hash, &p.public_key, nonce, hidden, p.k_dim)
+        .map_err(|e| ModelError::Request(e.to_string()))?;
+    let finite = v.iter().all(|x| x.is_finite());
+    Ok(NonceVector {
+        nonce,
+        vector: finite.then_some(v),
+    })
+}
+
+/// Runs PoC forwards on a loaded model. Reflection vectors are computed once per block hash.
+#[derive(Debug)]
+pub struct PocEngine {
+    model: Arc<Qwen3Model>,
+    reflections: Mutex<Option<(String, Arc<Vec<Tensor>>)>>,
+}
+
+impl PocEngine {
+    /// An engine over a loaded model (shared with generation).
+    pub fn new(model: Arc<Qwen3Model>) -> Self {
+        Self {
+            model,
+            reflections: Mutex::new(None),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<Qwen3Model> {
+        &self.model
+    }
+
+    /// The layer reflection vectors of a round, `[1, H]` each in the compute dtype.
+    fn reflections(&self, block_hash: &str) -> Result<Arc<Vec<Tensor>>> {
+        let mut cache = self.reflections.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((bh, v)) = cache.as_ref()
+            && bh == block_hash
+        {
+            return Ok(Arc::clone(v));
+        }
+        let cfg = self.model.config();
+        let h = cfg.hidden_size;
+        let vs: Vec<Vec<f32>> = (0..cfg.num_hidden_layers)
+            .into_par_iter()
+            .map(|i| householder_vector(block_hash, i, h))
+            .collect();
+        let tensors = vs
+            .into_iter()
+            .map(|v| {
+                Ok(Tensor::from_vec(v, (1, h), self.model.device())?
+                    .to_dtype(self.model.dtype())?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tensors = Arc::new(tensors);
+        *cache = Some((block_hash.to_owned(), Arc::clone(&tensors)));
+        Ok(tensors)
+    }
+
+    /// Checks a request against the model.
+    pub fn check(&self, p: &PocParams) -> Result<()> {
+        let h = self.model.config().hidden_size;
+        if p.k_dim == 0 || p.k_dim > h {
+            return Err(ModelError::Request(format!(
+                "k_dim {} must be between 1 and the hidden size {h}",
+                p.k_dim
+            )));
+        }
+        if p.seq_len == 0 || p.seq_len > self.model.max_len() {
+            return Err(ModelError::Request(format!(
+                "seq_len {} must be between 1 and {}",
+                p.seq_len,
+                self.model.max_len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The f32 inputs of a batch, `[b * L, H]` row-major, generated on all cores.
+    pub fn inputs(&self, p: &PocParams, nonces: &[i64]) -> Vec<f32> {
+        let h = self.model.config().hidden_size;
+        let per = p.seq_len * h;
+        let mut data = vec![0f32; nonces.len() * per];
+        let chunks: Vec<_> = data
+            .chunks_mut(per)
+            .zip(nonces)
+            .flat_map(|(out, &n)| {
+                split_inputs(&p.block_hash, &p.public_key, n, p.rng, out, 1 << 16)
+            })
+            .collect();
+        chunks.into_par_iter().for_each(|c| c.fill());
+        data
+    }
+
+    /// One forward over a batch of nonces.
+    pub fn compute_batch(&self, p: &PocParams, nonces: &[i64]) -> Result<Vec<NonceVector>> {
+        self.check(p)?;
+        if nonces.is_empty() {
+            return Ok(vec![]);
+        }
+        let model = &self.model;
+        let (b, l, h) = (nonces.len(), p.seq_len, model.config().hidden_size);
+        let vs = self.reflections(&p.block_hash)?;
+        let inputs = Tensor::from_vec(self.inputs(p, nonces), (b * l, h), model.device())?
+            .to_dtype(model.dtype())?;
+        let hook = |i: usize, hidden: Tensor, residual: Tensor| -> Result<(Tensor, Tensor)> {
+            Ok((reflect(&hidden, &vs[i])?, reflect(&residual, &vs[i])?))
+        };
+        let last = model
+            .forward_embeds_last(&inputs, b, l, &hook)?
+            .to_vec2::<f32>()?;
+        nonces
+            .par_iter()
+            .zip(last.par_iter())
+            .map(|(&nonce, hs)| project_nonce(p, nonce, hs))
+            .collect()
+    }
+
+    /// Many nonces in consecutive batches of `batch_size` (in the given order);
+    /// `progress` is called with the number of nonces done after each batch.
+    pub fn compute(
+        &self,
+        p: &PocParams,
+        nonces: &[i64],
+        batch_size: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<NonceVector>> {
+        self.check(p)?;
+        let batch_size = batch_size.max(1);
+        let mut out = Vec::with_capacity(nonces.len());
+        for chunk in nonces.chunks(batch_size) {
+            out.extend(self.compute_batch(p, chunk)?);
+            progress(out.len());
+        }
+        Ok(out)
+    }
+}

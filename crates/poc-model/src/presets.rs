@@ -1,0 +1,369 @@
+//! Deterministic random-weight checkpoints in the Hugging Face layout: `config.json`,
+//! `model.safetensors`, a small byte-level `tokenizer.json`, `tokenizer_config.json` with a
+//! chat template, and `generation_config.json`. Nothing is downloaded; the same preset
+//! always gives the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use half::bf16;
+use poc_core::rng::normals;
+use poc_core::seed::seed_from_string;
+use rayon::prelude::*;
+use safetensors::tensor::TensorView;
+use serde_json::{Value, json};
+
+use crate::config::{ModelConfig, dtype_name};
+use crate::error::{ModelError, Result};
+
+/// Token ids of the special tokens of the preset tokenizer.
+pub const ENDOFTEXT: u32 = 256;
+/// `<|im_start|>`.
+pub const IM_START: u32 = 257;
+/// `<|im_end|>`.
+pub const IM_END: u32 = 258;
+
+/// The built-in checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// A small Qwen3-MoE (8 experts, 4 layers): the devnet's default model.
+    TinyMoe,
+    /// A small dense Qwen3 (4 layers).
+    TinyDense,
+    /// Qwen3-0.6B shapes (28 layers, hidden 1024, real vocabulary), random weights.
+    BenchDense06b,
+    /// Qwen3-30B-A3B shapes (128 experts, 8 active, hidden 2048) with 2 layers.
+    BenchMoe30bA3b2l,
+}
+
+impl Preset {
+    /// Every preset.
+    pub const ALL: [Preset; 4] = [
+        Self::TinyMoe,
+        Self::TinyDense,
+        Self::BenchDense06b,
+        Self::BenchMoe30bA3b2l,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TinyMoe => "tiny-moe",
+            Self::TinyDense => "tiny-dense",
+            Self::BenchDense06b => "bench-dense-0.6b",
+            Self::BenchMoe30bA3b2l => "bench-moe-30b-a3b-2l",
+        }
+    }
+
+    /// Looks a preset up by name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The preset's `config.json`.
+    pub fn config_json(self) -> Value {
+        let eos = json!([IM_END, ENDOFTEXT]);
+        match self {
+            Self::TinyMoe => json!({
+                "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+                "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 4096,
+                "vocab_size": 512, "tie_word_embeddings": false, "attention_bias": false,
+                "torch_dtype": "bfloat16", "num_experts": 8, "num_experts_per_tok": 2,
+                "moe_intermediate_size": 64, "norm_topk_prob": true, "decoder_sparse_step": 1,
+                "mlp_only_layers": [], "bos_token_id": ENDOFTEXT, "eos_token_id": eos,
+            }),
+            Self::TinyDense => json!({
+                "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+                "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 4096,
+                "vocab_size": 512, "tie_word_embeddings": false, "attention_bias": false,
+                "torch_dtype": "bfloat16", "bos_token_id": ENDOFTEXT, "eos_token_id": eos,
+            }),
+            Self::BenchDense06b => json!({
+                "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+                "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+                "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 40960,
+                "vocab_size": 151936, "tie_word_embeddings": true, "attention_bias": false,
+                "torch_dtype": "bfloat16", "bos_token_id": ENDOFTEXT, "eos_token_id": eos,
+            }),
+            Self::BenchMoe30bA3b2l => json!({
+                "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+                "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 2,
+                "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "max_position_embeddings": 40960,
+                "vocab_size": 151936, "tie_word_embeddings": false, "attention_bias": false,
+                "torch_dtype": "bfloat16", "num_experts": 128, "num_experts_per_tok": 8,
+                "moe_intermediate_size": 768, "norm_topk_prob": true, "decoder_sparse_step": 1,
+                "mlp_only_layers": [], "bos_token_id": ENDOFTEXT, "eos_token_id": eos,
+            }),
+        }
+    }
+}
+
+/// How a tensor is initialised.
+#[derive(Debug, Clone, Copy)]
+enum Init {
+    /// `N(0, 1/fan_in)`: keeps activations of random layers of order 1.
+    Linear(usize),
+    /// `1 + 0.1 N(0, 1)`.
+    Norm,
+    /// `N(0, 0.02²)`.
+    Embedding,
+}
+
+/// Every tensor of a model: name, shape, initialisation.
+fn tensor_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
+    let (h, hd, nh, nkv) = (
+        cfg.hidden_size,
+        cfg.head_dim,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+    );
+    let mut v = vec![(
+        "model.embed_tokens.weight".to_owned(),
+        vec![cfg.vocab_size, h],
+        Init::Embedding,
+    )];
+    if !cfg.tie_word_embeddings {
+        v.push((
+            "lm_head.weight".into(),
+            vec![cfg.vocab_size, h],
+            Init::Linear(h),
+        ));
+    }
+    v.push(("model.norm.weight".into(), vec![h], Init::Norm));
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let mut lin = |name: String, out: usize, inp: usize| {
+            v.push((format!("{name}.weight"), vec![out, inp], Init::Linear(inp)))
+        };
+        lin(format!("{p}.self_attn.q_proj"), nh * hd, h);
+        lin(format!("{p}.self_attn.k_proj"), nkv * hd, h);
+        lin(format!("{p}.self_attn.v_proj"), nkv * hd, h);
+        lin(format!("{p}.self_attn.o_proj"), h, nh * hd);
+        if cfg.is_moe_layer(i) {
+            let m = cfg.moe.as_ref().expect("moe layer");
+            lin(format!("{p}.mlp.gate"), m.num_experts, h);
+            for e in 0..m.num_experts {
+                lin(
+                    format!("{p}.mlp.experts.{e}.gate_proj"),
+                    m.moe_intermediate_size,
+                    h,
+                );
+                lin(
+                    format!("{p}.mlp.experts.{e}.up_proj"),
+                    m.moe_intermediate_size,
+                    h,
+                );
+                lin(
+                    format!("{p}.mlp.experts.{e}.down_proj"),
+                    h,
+                    m.moe_intermediate_size,
+                );
+            }
+        } else {
+            lin(format!("{p}.mlp.gate_proj"), cfg.intermediate_size, h);
+            lin(format!("{p}.mlp.up_proj"), cfg.intermediate_size, h);
+            lin(format!("{p}.mlp.down_proj"), h, cfg.intermediate_size);
+        }
+        for n in ["input_layernorm", "post_attention_layernorm"] {
+            v.push((format!("{p}.{n}.weight"), vec![h], Init::Norm));
+        }
+        v.push((format!("{p}.self_attn.q_norm.weight"), vec![hd], Init::Norm));
+        v.push((format!("{p}.self_attn.k_norm.weight"), vec![hd], Init::Norm));
+    }
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn init_values(preset: &str, name: &str, numel: usize, init: Init) -> Vec<f32> {
+    let mut x = normals(
+        seed_from_string(&format!("poc-model-preset/{preset}/{name}")),
+        numel,
+    );
+    let (scale, shift) = match init {
+        Init::Linear(fan_in) => ((1.0 / fan_in as f64).sqrt() as f32, 0.0),
+        Init::Norm => (0.1, 1.0),
+        Init::Embedding => (0.02, 0.0),
+    };
+    for v in &mut x {
+        *v = *v * scale + shift;
+    }
+    x
+}
+
+/// A tensor to write: name, stored dtype, shape, little-endian bytes.
+pub(crate) type RawTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// Writes `tensors` to a safetensors file.
+pub(crate) fn write_safetensors(path: &Path, tensors: &[RawTensor]) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(n, dt, shape, bytes)| {
+            TensorView::new(*dt, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| ModelError::Request(format!("cannot build tensor {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| ModelError::Weights {
+        dir: path.parent().map(Path::to_owned).unwrap_or_default(),
+        reason: format!("cannot write {}: {e}", path.display()),
+    })
+}
+
+/// The GPT-2 byte-to-character map that byte-level BPE vocabularies use.
+fn byte_chars() -> Vec<char> {
+    let printable: Vec<u32> = (u32::from('!')..=u32::from('~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut extra = 0;
+    (0..256u32)
+        .map(|b| {
+            if printable.contains(&b) {
+                char::from_u32(b).expect("latin-1")
+            } else {
+                extra += 1;
+                char::from_u32(255 + extra).expect("valid code point")
+            }
+        })
+        .collect()
+}
+
+/// A byte-level BPE `tokenizer.json` with one token per byte (ids 0..=255) and the chat
+/// special tokens (256..=258).
+pub fn tokenizer_json() -> Value {
+    let vocab: serde_json::Map<String, Value> = byte_chars()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), json!(i)))
+        .collect();
+    let special = |id: u32, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+               "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(ENDOFTEXT, "<|endoftext|>"), special(IM_START, "<|im_start|>"), special(IM_END, "<|im_end|>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+}
+
+/// The chat template of the preset tokenizer (the ChatML layout Qwen models use).
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+fn write_json(path: PathBuf, v: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).expect("serialisable") + "\n";
+    std::fs::write(&path, text)
+        .map_err(|e| ModelError::io(format!("cannot write {}", path.display()), e))
+}
+
+/// Writes the tokenizer, its config (with the chat template) and the generation config.
+pub fn write_tokenizer_files(out: &Path) -> Result<()> {
+    write_json(out.join("tokenizer.json"), &tokenizer_json())?;
+    write_json(
+        out.join("tokenizer_config.json"),
+        &json!({
+            "tokenizer_class": "Qwen2Tokenizer", "model_max_length": 4096,
+            "bos_token": null, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+            "unk_token": null, "add_prefix_space": false, "chat_template": CHAT_TEMPLATE,
+        }),
+    )?;
+    write_json(
+        out.join("generation_config.json"),
+        &json!({"eos_token_id": [IM_END, ENDOFTEXT], "pad_token_id": ENDOFTEXT, "do_sample": false}),
+    )
+}
+
+/// What [`write_preset`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetSummary {
+    /// Tensors written.
+    pub tensors: usize,
+    /// Parameters written.
+    pub parameters: u64,
+}
+
+/// Writes `preset` as a checkpoint directory `out` (created if needed).
+pub fn write_preset(preset: Preset, out: &Path) -> Result<PresetSummary> {
+    std::fs::create_dir_all(out)
+        .map_err(|e| ModelError::io(format!("cannot create {}", out.display()), e))?;
+    let config_json = preset.config_json();
+    let cfg = ModelConfig::from_json(&config_json.to_string())
+        .expect("preset configs are valid")
+        .expect("preset architectures are supported");
+    let dtype = cfg.dtype;
+    let specs = tensor_specs(&cfg);
+    let tensors: Vec<RawTensor> = specs
+        .par_iter()
+        .map(|(name, shape, init)| {
+            let numel = shape.iter().product();
+            let values = init_values(preset.name(), name, numel, *init);
+            let (dt, bytes) = match dtype_name(dtype) {
+                "float32" => (
+                    safetensors::Dtype::F32,
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                _ => (
+                    safetensors::Dtype::BF16,
+                    values
+                        .iter()
+                        .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                ),
+            };
+            (name.clone(), dt, shape.clone(), bytes)
+        })
+        .collect();
+    let parameters = specs
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>() as u64)
+        .sum();
+    write_safetensors(&out.join("model.safetensors"), &tensors)?;
+    write_json(out.join("config.json"), &config_json)?;
+    write_tokenizer_files(out)?;
+    Ok(PresetSummary {
+        tensors: tensors.len(),
+        parameters,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_map_is_a_bijection_onto_printable_chars() {
+        let chars = byte_chars();
+        let mut sorted = chars.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 256);
+        assert_eq!(chars[b'A' as usize], 'A');
+        assert_eq!(chars[b' ' as usize], 'Ġ');
+        assert_eq!(chars[b'\n' as usize], 'Ċ');
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in Preset::ALL {
+            assert_eq!(Preset::from_name(p.name()), Some(p));
+            let c = ModelConfig::from_json(&p.config_json().to_string())
+                .unwrap()
+                .unwrap();
+            assert!(c.hidden_size >= 12);
+        }
+        assert_eq!(Preset::from_name("nope"), None);
+    }
+}
