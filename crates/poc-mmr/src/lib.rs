@@ -14,7 +14,7 @@ pub mod verify;
 
 pub use hash::{Hash, hash_leaf, hash_node};
 pub use mmr::{
-    MAX_LEAF_COUNT, Mmr, MmrError, Mountain, bag_peaks, fill_perfect, leaf_position, mountains,
-    node_count,
+    MAX_LEAF_COUNT, Mmr, MmrError, Mountain, bag_peaks, fill_internal, fill_perfect, leaf_position,
+    mountains, node_count,
 };
 pub use verify::{VerifyError, hash_from_bytes, verify_artifact, verify_proof};

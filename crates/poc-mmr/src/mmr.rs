@@ -135,6 +135,29 @@ pub fn fill_perfect(leaf_hashes: &[Hash], out: &mut [Hash]) {
     top[0] = hash_node(&left[sub - 1], &right[sub - 1]);
 }
 
+/// Computes, in place, the internal nodes of a perfect tree stored in post order whose
+/// leaves are already at their positions (`out.len() == 2^(h+1) − 1`). The two halves
+/// (minus the last node) are independent subtrees, so callers can fill them on different
+/// threads and finish with [`hash_node`].
+///
+/// # Panics
+/// If the length is not `2^(h+1) − 1`.
+pub fn fill_internal(out: &mut [Hash]) {
+    assert!(
+        (out.len() + 1).is_power_of_two(),
+        "fill_internal needs 2^(h+1) - 1 nodes"
+    );
+    if out.len() == 1 {
+        return;
+    }
+    let sub = out.len() / 2;
+    let (left, rest) = out.split_at_mut(sub);
+    let (right, top) = rest.split_at_mut(sub);
+    fill_internal(left);
+    fill_internal(right);
+    top[0] = hash_node(&left[sub - 1], &right[sub - 1]);
+}
+
 /// An in-memory MMR: every node of every leaf ever appended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mmr {
@@ -392,6 +415,23 @@ mod tests {
             let mut out = vec![[0u8; 32]; 2 * n - 1];
             fill_perfect(&leaves, &mut out);
             assert_eq!(out, Mmr::from_leaf_hashes(&leaves).nodes());
+        }
+    }
+
+    #[test]
+    fn fill_internal_equals_pushing() {
+        for n in [1u64, 2, 3, 5, 8, 13, 64, 100] {
+            let leaves: Vec<Hash> = (0..n).map(leaf).collect();
+            let mut nodes = vec![[0u8; 32]; node_count(n) as usize];
+            for (i, h) in leaves.iter().enumerate() {
+                nodes[leaf_position(i as u64) as usize] = *h;
+            }
+            for m in mountains(n) {
+                let size = 2 * m.leaves() as usize - 1;
+                let start = m.first_position() as usize;
+                fill_internal(&mut nodes[start..start + size]);
+            }
+            assert_eq!(nodes, Mmr::from_leaf_hashes(&leaves).nodes());
         }
     }
 

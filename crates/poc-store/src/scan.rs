@@ -6,7 +6,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
 
-use poc_mmr::{Hash, MAX_LEAF_COUNT, hash_leaf};
+use poc_mmr::{Hash, MAX_LEAF_COUNT, hash_leaf, leaf_position};
 use rayon::prelude::*;
 
 use crate::error::StoreError;
@@ -43,7 +43,11 @@ pub(crate) struct Problem {
 /// Everything recovered from the valid prefix of a log.
 #[derive(Debug, Default)]
 pub(crate) struct Scanned {
-    pub leaf_hashes: Vec<Hash>,
+    /// The MMR node array with every leaf hash at its position (internal nodes not yet
+    /// computed; see `store::build_mmr`).
+    pub nodes: Vec<Hash>,
+    /// Number of artifacts (leaves).
+    pub leaves: u64,
     pub locations: Vec<u64>,
     pub nonces: NonceSet,
     pub node_ids: Vec<String>,
@@ -101,7 +105,7 @@ pub(crate) fn scan(
     let estimate = (limit.saturating_sub(LOG_HEADER_LEN) / artifact_record_len(24) as u64) as usize;
     s.nonces.reserve(estimate);
     s.locations.reserve(estimate);
-    s.leaf_hashes.reserve(estimate);
+    s.nodes.reserve(2 * estimate);
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min(limit as usize) + 8192);
     let mut buf_offset = LOG_HEADER_LEN; // file offset of buf[0]
     let mut remaining = limit.saturating_sub(LOG_HEADER_LEN);
@@ -162,7 +166,12 @@ pub(crate) fn scan(
             .par_iter()
             .map(|p| hash_leaf(p.nonce, &buf[p.vector.clone()]))
             .collect();
-        s.leaf_hashes.extend_from_slice(&hashes);
+        for h in hashes {
+            let pos = leaf_position(s.leaves) as usize;
+            s.nodes.resize(pos + 1, [0u8; 32]);
+            s.nodes[pos] = h;
+            s.leaves += 1;
+        }
         batch.clear();
         if let Some(p) = stop {
             s.problem = Some(p);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use memmap2::Mmap;
 use poc_mmr::{
-    Hash, MAX_LEAF_COUNT, Mmr, fill_perfect, hash_leaf, hash_node, mountains, node_count,
+    Hash, MAX_LEAF_COUNT, Mmr, fill_internal, hash_leaf, hash_node, mountains, node_count,
 };
 
 use crate::error::{AppendError, StoreError};
@@ -178,41 +178,35 @@ fn read_meta(dir: &Path) -> Result<Option<Meta>, StoreError> {
     }
 }
 
-/// Builds the node array of `leaf_hashes` with every mountain (and the halves of large
-/// subtrees) hashed in parallel.
-pub(crate) fn build_mmr(leaf_hashes: &[Hash]) -> Mmr {
-    const GRAIN: usize = 1 << 14;
-    fn par_fill(leaves: &[Hash], out: &mut [Hash]) {
-        if leaves.len() <= GRAIN {
-            fill_perfect(leaves, out);
+/// Completes a node array whose leaves are in place (from the scan): every mountain, and
+/// the halves of large subtrees, are hashed in parallel.
+pub(crate) fn build_mmr(mut nodes: Vec<Hash>, leaves: u64) -> Mmr {
+    const GRAIN: usize = 1 << 15;
+    fn par_fill(out: &mut [Hash]) {
+        if out.len() <= GRAIN {
+            fill_internal(out);
             return;
         }
-        let half = leaves.len() / 2;
-        let sub = 2 * half - 1;
+        let sub = out.len() / 2;
         let (left, rest) = out.split_at_mut(sub);
         let (right, top) = rest.split_at_mut(sub);
-        rayon::join(
-            || par_fill(&leaves[..half], left),
-            || par_fill(&leaves[half..], right),
-        );
+        rayon::join(|| par_fill(left), || par_fill(right));
         top[0] = hash_node(&left[sub - 1], &right[sub - 1]);
     }
-    let n = leaf_hashes.len() as u64;
-    let mut nodes = vec![[0u8; 32]; node_count(n) as usize];
+    nodes.resize(node_count(leaves) as usize, [0u8; 32]);
     let mut rest: &mut [Hash] = &mut nodes;
-    let mut jobs = Vec::new();
-    for m in mountains(n) {
+    let mut parts = Vec::new();
+    for m in mountains(leaves) {
         let (part, tail) = std::mem::take(&mut rest).split_at_mut(2 * m.leaves() as usize - 1);
         rest = tail;
-        let first = m.first_leaf as usize;
-        jobs.push((&leaf_hashes[first..first + m.leaves() as usize], part));
+        parts.push(part);
     }
     rayon::scope(|s| {
-        for (leaves, out) in jobs {
-            s.spawn(move |_| par_fill(leaves, out));
+        for part in parts {
+            s.spawn(move |_| par_fill(part));
         }
     });
-    Mmr::from_nodes(nodes, n).expect("node array sized for n leaves")
+    Mmr::from_nodes(nodes, leaves).expect("node array sized for the leaves")
 }
 
 impl ArtifactStore {
@@ -319,7 +313,7 @@ impl ArtifactStore {
                 bytes: meta.flushed_bytes,
             });
         }
-        let mmr = build_mmr(&scanned.leaf_hashes);
+        let mmr = build_mmr(scanned.nodes, scanned.leaves);
         if mmr.root_at(meta.flushed_count)? != meta.root {
             return Err(StoreError::RootMismatch {
                 path: dir.to_owned(),

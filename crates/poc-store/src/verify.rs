@@ -101,7 +101,7 @@ pub fn verify_store(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         }
         Err(e) => return Err(e),
     };
-    report.artifacts = scanned.leaf_hashes.len() as u64;
+    report.artifacts = scanned.leaves;
     report.valid_bytes = scanned.end;
     if log_bytes < flushed_bytes {
         report.problems.push(format!(
@@ -141,7 +141,7 @@ pub fn verify_store(dir: impl AsRef<Path>) -> Result<VerifyReport, StoreError> {
         return Ok(report);
     }
     report.unflushed_artifacts = report.artifacts - meta.flushed_count;
-    let mmr = build_mmr(&scanned.leaf_hashes);
+    let mmr = build_mmr(scanned.nodes, scanned.leaves);
     report.rebuilt_root = mmr.root_at(meta.flushed_count).ok().flatten();
     if report.rebuilt_root != meta.root {
         report.problems.push(format!(

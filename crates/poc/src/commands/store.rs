@@ -50,6 +50,7 @@ pub fn run(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             let t = Instant::now();
             let store = ArtifactStore::open(&dir)?;
             let open_seconds = t.elapsed().as_secs_f64();
+            crate::release_free_memory();
             println!(
                 "{}",
                 json!({ "open_seconds": open_seconds, "count": store.count(), "rss_bytes": rss_bytes() })

@@ -1,0 +1,219 @@
+//! `poc model ...` and `poc artifacts compute|bench` end to end on the tiny presets.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn poc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_poc"))
+        .args(args)
+        .output()
+        .expect("run poc")
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "status {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn compute(model: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "artifacts",
+        "compute",
+        "--model",
+        s(model),
+        "--block-hash",
+        "TEST_BLOCK",
+        "--public-key",
+        "test_pub_keys",
+        "--seq-len",
+        "16",
+    ];
+    args.extend_from_slice(extra);
+    poc(&args)
+}
+
+#[test]
+fn init_info_compute_compare_quantize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("tiny-moe");
+    let v = json_out(&poc(&[
+        "model",
+        "init",
+        "--preset",
+        "tiny-moe",
+        "--out",
+        s(&m),
+    ]));
+    assert_eq!(v["parameters"], 1_119_616);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(m.join(f).exists(), "{f}");
+    }
+    let info = json_out(&poc(&["model", "info", s(&m)]));
+    assert_eq!(info["architecture"], "Qwen3MoeForCausalLM");
+    assert_eq!(info["experts"]["count"], 8);
+    assert_eq!(info["dtype"], "bfloat16");
+
+    // Compute: explicit list and range give the same vectors for the same nonces.
+    let a = json_out(&compute(&m, &["--nonces", "0,1,2,3"]));
+    assert_eq!(
+        a["encoding"],
+        serde_json::json!({"dtype": "f16", "k_dim": 12, "endian": "le"})
+    );
+    assert_eq!(a["artifacts"].as_array().unwrap().len(), 4);
+    let b = json_out(&compute(
+        &m,
+        &["--nonce-range", "0..4", "--batch-size", "3"],
+    ));
+    let computed = tmp.path().join("a.json");
+    let received = tmp.path().join("b.json");
+    std::fs::write(&computed, a.to_string()).unwrap();
+    std::fs::write(&received, b.to_string()).unwrap();
+    // Different batch composition: the same within bf16 noise.
+    let v = json_out(&poc(&[
+        "artifacts",
+        "compare",
+        "--computed",
+        s(&computed),
+        "--received",
+        s(&received),
+        "--dist-threshold",
+        "0.05",
+    ]));
+    assert_eq!(v["n_mismatch"], 0);
+
+    // The 4-bit-rounded copy is caught by the validator's test; the FP8 copy loads.
+    let cheap = tmp.path().join("cheap");
+    json_out(&poc(&[
+        "model",
+        "quantize",
+        "--int4-rounded",
+        s(&m),
+        s(&cheap),
+    ]));
+    let c = json_out(&compute(&cheap, &["--nonce-range", "0..32"]));
+    let honest = json_out(&compute(&m, &["--nonce-range", "0..32"]));
+    std::fs::write(&computed, honest.to_string()).unwrap();
+    std::fs::write(&received, c.to_string()).unwrap();
+    let v = json_out(&poc(&[
+        "artifacts",
+        "compare",
+        "--computed",
+        s(&computed),
+        "--received",
+        s(&received),
+        "--dist-threshold",
+        "0.1",
+        "--p-mismatch",
+        "0.1",
+        "--fraud-threshold",
+        "0.05",
+    ]));
+    assert_eq!(v["fraud_detected"], true, "{v}");
+    let fp8 = tmp.path().join("fp8");
+    let q = json_out(&poc(&["model", "quantize", "--fp8", s(&m), s(&fp8)]));
+    assert_eq!(q["format"], "fp8");
+    let info = json_out(&poc(&["model", "info", s(&fp8)]));
+    assert_eq!(info["fp8_block"], serde_json::json!([128, 128]));
+    assert!(
+        info["stored_dtypes"]["F8_E4M3"]["tensors"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        json_out(&compute(&fp8, &["--nonces", "1"]))["artifacts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Bench prints its figures.
+    let v = json_out(&poc(&[
+        "artifacts",
+        "bench",
+        "--model",
+        s(&m),
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--nonces",
+        "4",
+    ]));
+    assert!(v["nonces_per_second"].as_f64().unwrap() > 0.0);
+    assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_requests_and_models_are_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("d");
+    json_out(&poc(&[
+        "model",
+        "init",
+        "--preset",
+        "tiny-dense",
+        "--out",
+        s(&m),
+    ]));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--nonces", "1", "--k-dim", "0"],
+            "k_dim 0 must be between 1 and the hidden size 128",
+        ),
+        (vec!["--nonce-range", "5..2"], "END is below START"),
+        (vec!["--nonce-range", "abc"], "START..END"),
+        (vec!["--nonces", "1,1"], "nonce 1 is listed twice"),
+    ];
+    for (extra, needle) in cases {
+        let out = compute(&m, &extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(stderr(&out).contains(needle), "{extra:?}: {}", stderr(&out));
+    }
+    // Neither --nonces nor --nonce-range.
+    assert_eq!(compute(&m, &[]).status.code(), Some(2));
+    let out = poc(&[
+        "artifacts",
+        "compute",
+        "--model",
+        s(&tmp.path().join("nope")),
+        "--block-hash",
+        "b",
+        "--public-key",
+        "k",
+        "--seq-len",
+        "4",
+        "--nonces",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot open the checkpoint"),
+        "{}",
+        stderr(&out)
+    );
+    let out = poc(&["model", "quantize", s(&m), s(&tmp.path().join("x"))]);
+    assert_eq!(out.status.code(), Some(2), "a format is required");
+}
