@@ -28,12 +28,21 @@ pub use model::{KvCache, Qwen3Model};
 pub use poc::{NonceVector, PocEngine, PocParams};
 pub use weights::Checkpoint;
 
-/// The device the model runs on: the first CUDA GPU in a `cuda` build (CPU if none is
-/// usable), the CPU otherwise.
+/// The device the model runs on: in a `cuda` build the first GPU (the CPU if none is
+/// usable), otherwise the CPU. The environment variable `POC_DEVICE=cpu` forces the CPU,
+/// `POC_DEVICE=cuda:N` picks GPU `N`.
 pub fn default_device() -> candle_core::Device {
+    let choice = std::env::var("POC_DEVICE").unwrap_or_default();
+    if choice == "cpu" {
+        return candle_core::Device::Cpu;
+    }
     #[cfg(feature = "cuda")]
     {
-        if let Ok(d) = candle_core::Device::new_cuda(0) {
+        let ordinal = choice
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if let Ok(d) = candle_core::Device::new_cuda(ordinal) {
             return d;
         }
     }

@@ -13,7 +13,7 @@ use crate::error::{ModelError, Result};
 use crate::weights::Checkpoint;
 
 /// Bytes of attention scores processed at once (sequences are chunked to stay below).
-const ATTENTION_BUDGET_BYTES: usize = 256 << 20;
+const ATTENTION_BUDGET_BYTES: usize = 32 << 20;
 
 /// `y = x Wᵀ (+ b)` for `x: [n, in]`, `W: [out, in]`.
 ///
@@ -170,26 +170,153 @@ struct Attention {
     eps: f64,
 }
 
+/// `e^x` for `x ≤ 0` in f32, vectorisable: `x = n ln2 + r`, a degree-7 polynomial for
+/// `e^r` (|r| ≤ ln2 / 2, truncation < 1e-8 relative) and `2^n` from the exponent bits.
+/// Below −87 the result is 0.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let small = x < -87.0;
+    let x = x.max(-87.0);
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0 / 5040.0;
+    let p = 1.0 / 720.0 + r * p;
+    let p = 1.0 / 120.0 + r * p;
+    let p = 1.0 / 24.0 + r * p;
+    let p = 1.0 / 6.0 + r * p;
+    let p = 0.5 + r * p;
+    let p = 1.0 + r * p;
+    let p = 1.0 + r * p;
+    let pow2 = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if small { 0.0 } else { p * pow2 }
+}
+
+/// One row of the fused causal softmax: `row[..valid]` becomes the softmax of
+/// `scale * row[..valid]`, the rest 0. Reductions use 16 lanes so they vectorise.
+#[inline(always)]
+fn softmax_row(row: &mut [f32], valid: usize, scale: f32) {
+    const LANES: usize = 16;
+    let (head, rest) = row.split_at_mut(valid);
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let chunks = head.chunks_exact(LANES);
+    let tail_max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    for c in chunks {
+        for i in 0..LANES {
+            m[i] = m[i].max(c[i]);
+        }
+    }
+    let max = m.iter().fold(tail_max, |a, &v| a.max(v)) * scale;
+    for v in head.iter_mut() {
+        *v = exp_nonpositive(*v * scale - max);
+    }
+    let mut acc = [0f32; LANES];
+    let chunks = head.chunks_exact(LANES);
+    let tail_sum: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    let inv = 1.0 / (acc.iter().sum::<f32>() + tail_sum);
+    for v in head.iter_mut() {
+        *v *= inv;
+    }
+    rest.fill(0.0);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn softmax_rows_avx2(
+    data: &mut [f32],
+    s: usize,
+    rows: impl Fn(usize) -> usize,
+    first: usize,
+    scale: f32,
+) {
+    for (k, row) in data.chunks_mut(s).enumerate() {
+        softmax_row(row, rows(first + k), scale);
+    }
+}
+
+fn softmax_rows(
+    data: &mut [f32],
+    s: usize,
+    rows: impl Fn(usize) -> usize,
+    first: usize,
+    scale: f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        unsafe { softmax_rows_avx2(data, s, rows, first, scale) };
+        return;
+    }
+    for (k, row) in data.chunks_mut(s).enumerate() {
+        softmax_row(row, rows(first + k), scale);
+    }
+}
+
+/// Scaled, causally masked softmax over the last dimension, in place and in one pass (CPU).
+///
+/// The scores `[.., rows, s]` have row `r` belonging to the query at position
+/// `offset + (r % l)`; keys after that position get probability 0.
+struct CausalSoftmax {
+    l: usize,
+    s: usize,
+    offset: usize,
+    scale: f32,
+}
+
+impl candle_core::InplaceOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("causal-softmax expects f32 scores");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("causal-softmax expects contiguous scores");
+        };
+        let (l, s, offset) = (self.l, self.s, self.offset);
+        let valid = move |row: usize| (offset + row % l + 1).min(s);
+        let rows_per_task = (1 << 16) / s.max(1) + 1;
+        data[start..end]
+            .par_chunks_mut(rows_per_task * s)
+            .enumerate()
+            .for_each(|(t, chunk)| softmax_rows(chunk, s, valid, t * rows_per_task, self.scale));
+        Ok(())
+    }
+}
+
 /// Causal attention in f32. `q: [b, heads, l, d]`, `k, v: [b, kv_heads, s, d]`; query `i`
 /// sits at position `s - l + i`. Returns `[b, heads, l, d]` in f32.
+///
+/// Grouped-query attention without copying keys: the queries of one key/value head form
+/// one `[groups * rows, d]` matrix. On the CPU, queries are processed in blocks that only
+/// look at the keys they may attend to (about half the work of the full square), with the
+/// scale, mask and softmax fused into one in-place pass, and at most
+/// `ATTENTION_BUDGET_BYTES` of scores alive at a time.
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> Result<Tensor> {
     let (b, _, l, d) = q.dims4()?;
     let s = k.dim(2)?;
     let groups = heads / kv_heads;
     let offset = s - l;
     let dev = q.device();
-    let mask: Vec<f32> = (0..l)
-        .flat_map(|i| {
-            (0..s).map(move |j| {
-                if j <= offset + i {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, (l, s), dev)?;
     let scale = 1.0 / (d as f64).sqrt();
     let per_seq = heads * l * s * 4;
     let chunk = (ATTENTION_BUDGET_BYTES / per_seq.max(1)).clamp(1, b);
@@ -199,17 +326,57 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> 
         let qc = q.narrow(0, start, n)?.to_dtype(DType::F32)?;
         let kc = k.narrow(0, start, n)?.to_dtype(DType::F32)?;
         let vc = v.narrow(0, start, n)?.to_dtype(DType::F32)?;
-        // Grouped-query attention without copying keys: the queries of one key/value head
-        // form one [groups * l, d] matrix.
-        let qg = qc.reshape((n, kv_heads, groups * l, d))?;
-        let scores = (qg.matmul(&kc.t()?)? * scale)?;
-        let scores = scores
-            .reshape((n, kv_heads, groups, l, s))?
-            .broadcast_add(&mask)?;
-        let probs =
-            candle_nn::ops::softmax_last_dim(&scores.reshape((n, kv_heads, groups * l, s))?)?;
-        let out = probs.matmul(&vc)?; // [n, kv_heads, groups * l, d]
-        outs.push(out.reshape((n, heads, l, d))?);
+        if !dev.is_cpu() {
+            let mask: Vec<f32> = (0..l)
+                .flat_map(|i| {
+                    (0..s).map(move |j| {
+                        if j <= offset + i {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (l, s), dev)?;
+            let qg = qc.reshape((n, kv_heads, groups * l, d))?;
+            let scores = (qg.matmul(&kc.t()?)? * scale)?
+                .reshape((n, kv_heads, groups, l, s))?
+                .broadcast_add(&mask)?;
+            let probs =
+                candle_nn::ops::softmax_last_dim(&scores.reshape((n, kv_heads, groups * l, s))?)?;
+            outs.push(probs.matmul(&vc)?.reshape((n, heads, l, d))?);
+            continue;
+        }
+        let block = (ATTENTION_BUDGET_BYTES / (n * heads * s * 4).max(1))
+            .clamp(16, l.max(16))
+            .min(l);
+        let mut blocks = Vec::with_capacity(l.div_ceil(block));
+        for i0 in (0..l).step_by(block) {
+            let rows = block.min(l - i0);
+            let keys = offset + i0 + rows;
+            let qb =
+                qc.narrow(2, i0, rows)?
+                    .contiguous()?
+                    .reshape((n, kv_heads, groups * rows, d))?;
+            let mut scores = qb.matmul(&kc.narrow(2, 0, keys)?.t()?)?;
+            if !scores.is_contiguous() {
+                scores = scores.contiguous()?;
+            }
+            scores.inplace_op1(&CausalSoftmax {
+                l: rows,
+                s: keys,
+                offset: offset + i0,
+                scale: scale as f32,
+            })?;
+            let out = scores.matmul(&vc.narrow(2, 0, keys)?)?; // [n, kv_heads, groups * rows, d]
+            blocks.push(out.reshape((n, heads, rows, d))?);
+        }
+        outs.push(if blocks.len() == 1 {
+            blocks.pop().expect("one block")
+        } else {
+            Tensor::cat(&blocks, 2)?
+        });
     }
     Ok(if outs.len() == 1 {
         outs.pop().expect("one chunk")
@@ -630,5 +797,63 @@ impl Qwen3Model {
         };
         let h = rms_norm(&total, &self.norm, self.config.rms_norm_eps)?;
         Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?.squeeze(0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = 0f32;
+        while x > -90.0 {
+            let got = exp_nonpositive(x) as f64;
+            let want = (x as f64).exp();
+            if want > 1e-37 {
+                worst = worst.max(((got - want) / want).abs());
+            } else {
+                assert!(got < 1e-36);
+            }
+            x -= 0.000_37;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-100.0), 0.0);
+    }
+
+    #[test]
+    fn causal_softmax_matches_the_op_sequence() {
+        let (l, s) = (5usize, 7usize);
+        let offset = s - l;
+        let data: Vec<f32> = (0..2 * l * s)
+            .map(|i| ((i * 37 % 11) as f32) - 5.0)
+            .collect();
+        let t = Tensor::from_vec(data.clone(), (2, l, s), &Device::Cpu).unwrap();
+        t.inplace_op1(&CausalSoftmax {
+            l,
+            s,
+            offset,
+            scale: 0.5,
+        })
+        .unwrap();
+        let got = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (r, row) in data.chunks(s).enumerate() {
+            let valid = offset + r % l + 1;
+            let m = row[..valid]
+                .iter()
+                .map(|v| v * 0.5)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let z: f32 = row[..valid].iter().map(|v| (v * 0.5 - m).exp()).sum();
+            for j in 0..s {
+                let want = if j < valid {
+                    (row[j] * 0.5 - m).exp() / z
+                } else {
+                    0.0
+                };
+                assert!((got[r * s + j] - want).abs() < 1e-6, "row {r} col {j}");
+            }
+        }
     }
 }
