@@ -350,7 +350,9 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> 
         }
         // At most 256 query rows per block: the blocks then skip ~40 % of the key
         // positions a full square would score.
-        let block = (ATTENTION_BUDGET_BYTES / (n * heads * s * 4).max(1)).clamp(16, 256).min(l);
+        let block = (ATTENTION_BUDGET_BYTES / (n * heads * s * 4).max(1))
+            .clamp(16, 256)
+            .min(l);
         let mut blocks = Vec::with_capacity(l.div_ceil(block));
         for i0 in (0..l).step_by(block) {
             let rows = block.min(l - i0);
@@ -464,7 +466,14 @@ pub(crate) struct Mlp {
 }
 
 impl Mlp {
-    fn load(ck: &Checkpoint, p: &str, h: usize, inter: usize, dtype: DType, dev: &Device) -> Result<Self> {
+    fn load(
+        ck: &Checkpoint,
+        p: &str,
+        h: usize,
+        inter: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         let gate = ck.tensor(&format!("{p}.gate_proj.weight"), &[inter, h], dtype, dev)?;
         let up = ck.tensor(&format!("{p}.up_proj.weight"), &[inter, h], dtype, dev)?;
         Ok(Self {
@@ -477,7 +486,8 @@ impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gu = self.gate_up.forward(x)?;
         let g = gu.narrow(1, 0, self.inter)?.silu()?;
-        self.down.forward(&(g * gu.narrow(1, self.inter, self.inter)?)?)
+        self.down
+            .forward(&(g * gu.narrow(1, self.inter, self.inter)?)?)
     }
 }
 

@@ -455,7 +455,9 @@ fn stronger_rng_changes_the_artifacts() {
 #[test]
 fn sharded_checkpoints_load_like_single_files() {
     let dir = preset(Preset::TinyDense);
-    let single = PocEngine::new(load(dir.path(), DType::F32)).compute_batch(&params(16), &[4, 5]).unwrap();
+    let single = PocEngine::new(load(dir.path(), DType::F32))
+        .compute_batch(&params(16), &[4, 5])
+        .unwrap();
     // Split the weights over two shards with an index, as large checkpoints are published.
     let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -463,20 +465,39 @@ fn sharded_checkpoints_load_like_single_files() {
     names.sort();
     let (a, b) = names.split_at(names.len() / 2);
     let mut map = serde_json::Map::new();
-    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
-        let views: Vec<_> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
-        std::fs::write(dir.path().join(file), safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let views: Vec<_> = part
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        std::fs::write(
+            dir.path().join(file),
+            safetensors::tensor::serialize(views, None).unwrap(),
+        )
+        .unwrap();
         for n in part {
             map.insert(n.clone(), serde_json::json!(file));
         }
     }
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     let index = serde_json::json!({"metadata": {}, "weight_map": map});
-    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
-    let sharded = PocEngine::new(load(dir.path(), DType::F32)).compute_batch(&params(16), &[4, 5]).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let sharded = PocEngine::new(load(dir.path(), DType::F32))
+        .compute_batch(&params(16), &[4, 5])
+        .unwrap();
     assert_eq!(single, sharded);
     // A shard named by the index but missing is reported.
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
     let e = Checkpoint::open(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("model-00002-of-00002.safetensors") && e.contains("does not exist"),
+        "{e}"
+    );
 }
