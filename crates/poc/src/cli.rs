@@ -20,6 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run an ML node: the PoC v2 API and chat completions on one loaded model.
+    Mlnode(MlnodeArgs),
     /// Create and inspect model checkpoints (Hugging Face layout).
     #[command(subcommand)]
     Model(ModelCommand),
@@ -111,6 +113,42 @@ pub enum StoreCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+/// `poc mlnode`.
+///
+/// Loads the model once and serves, on the same weights: the ML node's PoC v2 API under
+/// `/api/v1/inference/pow/` (init/generate, generate, generate/{id}, status, stop; the
+/// backend layer under `/api/v1/pow/`), OpenAI-style `/v1/chat/completions` and
+/// `/v1/models`, `/health` and Prometheus `/metrics`. While continuous PoC generation
+/// runs, chat answers 503. The reference's environment variables apply:
+/// POC_BATCH_SIZE_DEFAULT, POC_CALLBACK_INTERVAL_SEC, POC_CALLBACK_MAX_ARTIFACTS,
+/// POC_CALLBACK_MAX_RETRIES, POC_GENERATE_RESULT_TTL_SEC, POC_MAX_QUEUED_NONCES,
+/// POC_GENERATE_CHUNK_TIMEOUT_SEC. Stops gracefully on Ctrl-C / SIGTERM, delivering
+/// generated artifacts first.
+#[derive(Debug, Args)]
+pub struct MlnodeArgs {
+    /// Model directory (config.json, safetensors, tokenizer.json for chat).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Another name requests may use for the model (repeatable).
+    #[arg(long = "served-model-name", value_name = "NAME")]
+    pub served_model_names: Vec<String>,
+    /// Listen host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Listen port (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Compute dtype; `auto` is the checkpoint's dtype.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "bf16", "f16", "f32"])]
+    pub dtype: String,
+    /// Largest batch_size a request may use.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// Longest seq_len a request may use.
+    #[arg(long, default_value_t = 4096)]
+    pub max_seq_len: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! Command implementations: thin shells that read files, call the domain crates and print.
 
 mod artifacts;
+mod mlnode;
 mod model;
 mod rng;
 mod store;
@@ -13,6 +14,7 @@ use crate::cli::{ArtifactsCommand, Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Artifacts(ArtifactsCommand::Compare(args)) => artifacts::compare(&args),
+        Command::Mlnode(args) => mlnode::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Model(cmd) => model::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Artifacts(ArtifactsCommand::Compute(args)) => {
             model::compute(&args).map(|()| ExitCode::SUCCESS)

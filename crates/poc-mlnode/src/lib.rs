@@ -1,0 +1,170 @@
+//! # poc-mlnode: the ML node
+//!
+//! One process loads the served model once and serves, on the same weights:
+//! the PoC v2 API of the reference ML node (`/api/v1/inference/pow/*`, and the backend
+//! layer `/api/v1/pow/*`): continuous artifact generation with callbacks, validation
+//! recompute with the statistical verdict, a FIFO queue with results by request id; and
+//! OpenAI-style chat completions (`/v1/chat/completions`, streaming included). Switching
+//! between them never reloads the model. While continuous PoC generation runs, chat gets
+//! 503 (PoC has priority); validation requests interleave with chat.
+//!
+//! The model runs on one compute thread ([`compute`]); HTTP handling, callbacks and
+//! timers are async (tokio). This crate wires `poc-model` and `poc-core` to HTTP and knows
+//! nothing of the chain or the artifact store.
+
+pub mod api;
+pub mod callbacks;
+pub mod chat;
+pub mod compute;
+pub mod metrics;
+mod server;
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use candle_core::DType;
+use poc_model::{Checkpoint, PocEngine, Qwen3Model};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use settings::PocSettings;
+
+/// How to run the node.
+#[derive(Debug, Clone)]
+pub struct MlNodeConfig {
+    /// Model directory.
+    pub model: PathBuf,
+    /// Extra names the model answers to (requests may use these or the model path).
+    pub served_model_names: Vec<String>,
+    /// Listen address (port 0 = any free port).
+    pub listen: SocketAddr,
+    /// Compute dtype (`None` = the checkpoint's).
+    pub dtype: Option<DType>,
+    /// PoC tunables.
+    pub settings: PocSettings,
+    /// Largest request body.
+    pub body_limit: usize,
+}
+
+/// Why the node cannot start.
+#[derive(Debug, Error)]
+pub enum MlNodeError {
+    /// The model could not be loaded.
+    #[error("cannot load the model: {0}")]
+    Model(#[from] poc_model::ModelError),
+    /// The tokenizer or chat template could not be loaded.
+    #[error("cannot load the chat tokenizer: {0}")]
+    Chat(String),
+    /// The listen address is unusable.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct RunningNode {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// How long loading the model took.
+    pub load_time: Duration,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Stops accepting requests, stops PoC generation after delivering its artifacts, and
+    /// waits for everything to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+}
+
+/// Loads the model and starts serving.
+pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
+    let started = std::time::Instant::now();
+    let dir = config.model.clone();
+    let dtype = config.dtype;
+    let (model, chat) = tokio::task::spawn_blocking(move || -> Result<_, MlNodeError> {
+        let ck = Checkpoint::open(&dir)?;
+        let dtype = dtype.unwrap_or(ck.config().dtype);
+        let model = Qwen3Model::load(&ck, dtype, &poc_model::default_device())?;
+        let chat =
+            chat::ChatModel::load(&dir, &ck.config().eos_token_ids).map_err(MlNodeError::Chat)?;
+        Ok((model, chat))
+    })
+    .await
+    .expect("model loading does not panic")?;
+    let load_time = started.elapsed();
+    let engine = Arc::new(PocEngine::new(Arc::new(model)));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MlNodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| MlNodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let mut names = vec![config.model.to_string_lossy().into_owned()];
+    names.extend(config.served_model_names.iter().cloned());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let callbacks = callbacks::Callbacks::new(config.settings.clone(), Arc::clone(&metrics));
+    let compute = compute::Compute::start(Arc::clone(&engine), Arc::clone(&metrics));
+    let state = Arc::new(server::AppState {
+        compute,
+        engine,
+        names,
+        settings: config.settings.clone(),
+        callbacks: Arc::clone(&callbacks),
+        metrics,
+        chat,
+        port: addr.port(),
+        jobs: Default::default(),
+        queued_nonces: Default::default(),
+    });
+    let (shutdown, rx) = watch::channel(false);
+    tokio::spawn(Arc::clone(&callbacks).run(rx.clone()));
+    let evict_state = Arc::clone(&state);
+    let mut evict_rx = rx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => evict_state.evict_expired(),
+                _ = evict_rx.changed() => return,
+            }
+        }
+    });
+    let app = server::router(Arc::clone(&state), config.body_limit);
+    let mut stop_rx = rx;
+    let server = tokio::spawn(async move {
+        let graceful = async move {
+            let _ = stop_rx.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
+            tracing::error!("server error: {e}");
+        }
+        state.stop_all().await;
+        state.compute.shutdown();
+    });
+    Ok(RunningNode {
+        addr,
+        load_time,
+        shutdown,
+        server,
+    })
+}

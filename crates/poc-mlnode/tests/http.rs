@@ -1,0 +1,608 @@
+//! The ML node over real HTTP on loopback, with a tiny checkpoint: every PoC route and
+//! status code of the reference tests, callbacks, chat gating and streaming.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::post;
+use candle_core::{DType, Device};
+use poc_core::InputRng;
+use poc_core::artifact::{decode_vector_f32, encode_f16, encode_vector};
+use poc_mlnode::{MlNodeConfig, PocSettings, RunningNode};
+use poc_model::presets::{Preset, write_preset};
+use poc_model::{Checkpoint, PocEngine, PocParams, Qwen3Model};
+use serde_json::{Value, json};
+
+const SEQ: usize = 16;
+
+struct Node {
+    node: Option<RunningNode>,
+    base: String,
+    model: String,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Node {
+    async fn start(settings: PocSettings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_preset(Preset::TinyDense, dir.path()).unwrap();
+        let node = poc_mlnode::start(MlNodeConfig {
+            model: dir.path().to_owned(),
+            served_model_names: vec!["tiny".into()],
+            listen: "127.0.0.1:0".parse().unwrap(),
+            dtype: Some(DType::F32),
+            settings,
+            body_limit: 1 << 20,
+        })
+        .await
+        .unwrap();
+        Self {
+            base: format!("http://{}", node.addr),
+            node: Some(node),
+            model: "tiny".into(),
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn init_body(&self, url: Option<&str>, node_id: u64, node_count: u64) -> Value {
+        json!({
+            "block_hash": "TEST_BLOCK", "block_height": 7, "public_key": "test_pub_keys",
+            "node_id": node_id, "node_count": node_count, "batch_size": 4,
+            "params": { "model": self.model, "seq_len": SEQ }, "url": url,
+        })
+    }
+
+    fn generate_body(&self, nonces: &[i64], wait: bool) -> Value {
+        json!({
+            "block_hash": "TEST_BLOCK", "block_height": 7, "public_key": "test_pub_keys",
+            "node_id": 0, "node_count": 1, "nonces": nonces, "batch_size": 4, "wait": wait,
+            "params": { "model": self.model, "seq_len": SEQ },
+        })
+    }
+
+    /// The same computation done directly with the engine, in the same batches.
+    fn direct(&self, nonces: &[i64], batch: usize) -> Vec<(i64, String)> {
+        let ck = Checkpoint::open(self.dir.path()).unwrap();
+        let engine = PocEngine::new(Arc::new(
+            Qwen3Model::load(&ck, DType::F32, &Device::Cpu).unwrap(),
+        ));
+        let p = PocParams {
+            block_hash: "TEST_BLOCK".into(),
+            public_key: "test_pub_keys".into(),
+            seq_len: SEQ,
+            k_dim: 12,
+            rng: InputRng::Standard,
+        };
+        engine
+            .compute(&p, nonces, batch, |_| {})
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.nonce, encode_f16(&v.vector.unwrap())))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        self.node.take().unwrap().shutdown().await;
+    }
+}
+
+/// A local API node stand-in that records every callback.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+async fn receiver() -> Receiver {
+    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let g1 = Arc::clone(&got);
+    let g2 = Arc::clone(&got);
+    let app = axum::Router::new()
+        .route(
+            "/cb/generated",
+            post(move |axum::Json(v): axum::Json<Value>| {
+                let g = Arc::clone(&g1);
+                async move { g.lock().unwrap().push(("generated".into(), v)) }
+            }),
+        )
+        .route(
+            "/cb/validated",
+            post(move |axum::Json(v): axum::Json<Value>| {
+                let g = Arc::clone(&g2);
+                async move { g.lock().unwrap().push(("validated".into(), v)) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver {
+        url: format!("http://{addr}/cb"),
+        got,
+    }
+}
+
+fn fast() -> PocSettings {
+    PocSettings {
+        callback_interval: Duration::from_millis(100),
+        ..PocSettings::default()
+    }
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached in 12 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_generate_status_stop_and_callbacks() {
+    let node = Node::start(fast()).await;
+    let rx = receiver().await;
+    let (code, v) = node.get("/api/v1/inference/pow/status").await;
+    assert_eq!((code, v["status"].as_str()), (200, Some("IDLE")));
+
+    let (code, v) = node
+        .post(
+            "/api/v1/inference/pow/init/generate",
+            node.init_body(Some(&rx.url), 0, 1),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "OK");
+    assert_eq!(v["backends"], 1);
+    assert_eq!(v["n_groups"], 1);
+    // Already generating.
+    let (code, v) = node
+        .post(
+            "/api/v1/inference/pow/init/generate",
+            node.init_body(Some(&rx.url), 0, 1),
+        )
+        .await;
+    assert_eq!(
+        (code, v["detail"].as_str()),
+        (409, Some("Already generating"))
+    );
+    let (_, v) = node.get("/api/v1/inference/pow/status").await;
+    assert_eq!(v["status"], "GENERATING");
+    assert_eq!(v["backends"][0]["config"]["block_hash"], "TEST_BLOCK");
+    assert_eq!(v["backends"][0]["config"]["seq_len"], SEQ);
+    // Artifacts arrive at the receiver in the reference's payload shape.
+    wait_for(|| {
+        rx.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v["artifacts"].as_array().unwrap().len())
+            .sum::<usize>()
+            >= 12
+    })
+    .await;
+    // Chat is refused while PoC runs.
+    let (code, v) = node
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(code, 503);
+    assert_eq!(
+        v["error"]["message"],
+        "Service unavailable: POC generation in progress"
+    );
+    let (code, v) = node.post("/api/v1/inference/pow/stop", json!({})).await;
+    assert_eq!(code, 200);
+    assert_eq!(v["results"][0]["status"], "stopped");
+    let (_, v) = node.get("/api/v1/inference/pow/status").await;
+    assert_eq!(v["status"], "IDLE");
+
+    let got = rx.got.lock().unwrap().clone();
+    let first = &got[0].1;
+    assert_eq!(got[0].0, "generated");
+    for key in [
+        "public_key",
+        "block_hash",
+        "block_height",
+        "node_id",
+        "artifacts",
+        "encoding",
+    ] {
+        assert!(first.get(key).is_some(), "{key} missing in {first}");
+    }
+    assert_eq!(
+        first["encoding"],
+        json!({"dtype": "f16", "k_dim": 12, "endian": "le"})
+    );
+    assert!(first.get("request_id").is_none());
+    // Every nonce 0, 1, 2, ... exactly once, identical to a direct computation in the same batches.
+    let mut delivered: Vec<(i64, String)> = got
+        .iter()
+        .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
+        .map(|a| {
+            (
+                a["nonce"].as_i64().unwrap(),
+                a["vector_b64"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    let n = delivered.len() as i64;
+    assert!(
+        n >= 12 && n % 4 == 0,
+        "{n} artifacts: stop must deliver whole batches"
+    );
+    assert_eq!(
+        delivered.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>()
+    );
+    assert_eq!(delivered, node.direct(&(0..n).collect::<Vec<_>>(), 4));
+    // Chat works again after stop.
+    let (code, v) = node.post("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 3);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_flushes_and_streams_of_two_nodes_are_disjoint() {
+    // A long interval: only stop's flush can deliver.
+    let node = Node::start(PocSettings {
+        callback_interval: Duration::from_secs(3600),
+        ..PocSettings::default()
+    })
+    .await;
+    let rx = receiver().await;
+    let mut seen = std::collections::HashSet::new();
+    for node_id in [0u64, 1] {
+        rx.got.lock().unwrap().clear();
+        let (code, _) = node
+            .post(
+                "/api/v1/inference/pow/init/generate",
+                node.init_body(Some(&rx.url), node_id, 2),
+            )
+            .await;
+        assert_eq!(code, 200);
+        loop {
+            let (_, v) = node.get("/api/v1/inference/pow/status").await;
+            if v["backends"][0]["stats"]["total_processed"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 8
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            rx.got.lock().unwrap().is_empty(),
+            "nothing is delivered before the interval"
+        );
+        node.post("/api/v1/inference/pow/stop", json!({})).await;
+        let got = rx.got.lock().unwrap().clone();
+        let nonces: Vec<i64> = got
+            .iter()
+            .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
+            .map(|a| a["nonce"].as_i64().unwrap())
+            .collect();
+        assert!(nonces.len() >= 8, "stop flushed {} artifacts", nonces.len());
+        for n in nonces {
+            assert_eq!(
+                n % 2,
+                node_id as i64,
+                "node {node_id} of 2 produced nonce {n}"
+            );
+            assert!(seen.insert(n));
+        }
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_inline_queued_validation_and_errors() {
+    let node = Node::start(PocSettings {
+        max_queued_nonces: 6,
+        ..fast()
+    })
+    .await;
+    let rx = receiver().await;
+    let p = "/api/v1/inference/pow/generate";
+    // wait=true: completed with artifacts, identical to a direct computation.
+    let (code, v) = node.post(p, node.generate_body(&[3, 1, 2], true)).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "completed");
+    let direct = node.direct(&[3, 1, 2], 4);
+    let got: Vec<(i64, String)> = v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["nonce"].as_i64().unwrap(),
+                a["vector_b64"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, direct);
+
+    // Validation with one corrupted vector: one mismatch, fraud at the default thresholds.
+    let mut artifacts: Vec<Value> = direct
+        .iter()
+        .map(|(n, b)| json!({"nonce": n, "vector_b64": b}))
+        .collect();
+    let mut bad = decode_vector_f32(direct[1].1.as_str(), Some(12)).unwrap();
+    bad.reverse();
+    artifacts[1]["vector_b64"] = json!(encode_vector(&bad));
+    let mut body = node.generate_body(&[3, 1, 2], true);
+    body["validation"] = json!({ "artifacts": artifacts });
+    let (code, v) = node.post(p, body.clone()).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["n_total"], 3);
+    assert_eq!(v["n_mismatch"], 1);
+    assert_eq!(v["mismatch_nonces"], json!([1]));
+    assert_eq!(v["fraud_detected"], true);
+    // The chain's looser thresholds (under the API node's name for the cutoff): no fraud.
+    body["stat_test"] =
+        json!({"dist_threshold": 0.4, "p_mismatch": 0.5, "p_value_threshold": 0.05});
+    let (_, v) = node.post(p, body.clone()).await;
+    assert_eq!(v["fraud_detected"], false, "{v}");
+    // Nonce set differs from validation set -> 400.
+    let mut body2 = body.clone();
+    body2["nonces"] = json!([3, 1]);
+    let (code, v) = node.post(p, body2).await;
+    assert_eq!(
+        (code, v["detail"].as_str()),
+        (
+            400,
+            Some("validation.artifacts nonces must match nonces field")
+        )
+    );
+
+    // wait=false: queued, then completed by request id, and delivered to the callback.
+    let mut q = node.generate_body(&[5, 6], false);
+    q["url"] = json!(rx.url);
+    q["validation"] = json!({ "artifacts": node.direct(&[5, 6], 4).iter().map(|(n, b)| json!({"nonce": n, "vector_b64": b})).collect::<Vec<_>>() });
+    let (code, v) = node.post(p, q).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "queued");
+    assert_eq!(v["queued_count"], 2);
+    let id = v["request_id"].as_str().unwrap().to_owned();
+    assert!(id.contains(':'), "{id}");
+    let mut result = Value::Null;
+    for _ in 0..500 {
+        let (_, r) = node.get(&format!("{p}/{id}")).await;
+        if r["status"] == "completed" {
+            result = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(result["n_mismatch"], 0, "{result}");
+    assert_eq!(result["fraud_detected"], false);
+    wait_for(|| rx.got.lock().unwrap().iter().any(|(k, _)| k == "validated")).await;
+    let cb = rx
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k == "validated")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(cb["request_id"], json!(id));
+    assert_eq!(cb["n_total"], 2);
+    for key in [
+        "block_hash",
+        "block_height",
+        "public_key",
+        "node_id",
+        "n_mismatch",
+        "mismatch_nonces",
+        "p_value",
+        "fraud_detected",
+    ] {
+        assert!(cb.get(key).is_some(), "{key} missing in {cb}");
+    }
+    // Queue cap: 6 nonces at most.
+    node.post(
+        "/api/v1/inference/pow/init/generate",
+        node.init_body(None, 0, 1),
+    )
+    .await;
+    let (code, _) = node.post(p, node.generate_body(&[1, 2, 3, 4], false)).await;
+    assert_eq!(code, 200);
+    let (code, v) = node.post(p, node.generate_body(&[5, 6, 7], false)).await;
+    assert_eq!(code, 429);
+    assert_eq!(v["detail"], "Queue full: 4 nonces queued, limit is 6");
+    node.post("/api/v1/inference/pow/stop", json!({})).await;
+
+    // Unknown and malformed ids.
+    let (code, v) = node.get(&format!("{p}/1:abc")).await;
+    assert_eq!(
+        (code, v["detail"].as_str()),
+        (404, Some("Request 1:abc not found"))
+    );
+    let (code, _) = node.get(&format!("{p}/nocolon")).await;
+    assert_eq!(code, 400);
+    // Params: unknown model 409, extra key 422, bad JSON 422, k_dim out of range 422.
+    let mut b = node.generate_body(&[1], true);
+    b["params"]["model"] = json!("other-model");
+    let (code, v) = node.post(p, b).await;
+    assert_eq!(code, 409);
+    assert_eq!(v["detail"]["error"], "params mismatch");
+    assert_eq!(v["detail"]["deployed"]["model"][1], "tiny");
+    let mut b = node.generate_body(&[1], true);
+    b["params"]["batch"] = json!(1);
+    let (code, v) = node.post(p, b).await;
+    assert_eq!(code, 422);
+    assert_eq!(v["detail"][0]["loc"], json!(["body", "params", "batch"]));
+    let (code, v) = node.post_raw(p, "{\"nonces\": [").await;
+    assert_eq!(
+        (code, v["detail"][0]["type"].as_str()),
+        (422, Some("json_invalid"))
+    );
+    let (code, v) = node.post_raw(p, "{\"block_hash\": \"b\"}").await;
+    assert_eq!(code, 422);
+    assert!(
+        v["detail"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("missing field"),
+        "{v}"
+    );
+    let mut b = node.generate_body(&[1], true);
+    b["params"]["k_dim"] = json!(0);
+    let (code, v) = node.post(p, b).await;
+    assert_eq!(code, 422);
+    assert_eq!(v["detail"][0]["loc"], json!(["body", "params", "k_dim"]));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_layer_shapes_and_a_dead_callback_receiver() {
+    let node = Node::start(fast()).await;
+    // Nothing listens on this port: deliveries fail, generation goes on.
+    let (code, v) = node
+        .post(
+            "/api/v1/pow/init/generate",
+            node.init_body(Some("http://127.0.0.1:9/cb"), 0, 1),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        v,
+        json!({"status": "OK", "pow_status": {"status": "GENERATING"}})
+    );
+    let mut processed = 0;
+    for _ in 0..500 {
+        let (_, v) = node.get("/api/v1/pow/status").await;
+        processed = v["stats"]["total_processed"].as_u64().unwrap_or(0);
+        if processed >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(processed >= 40, "generation stalled at {processed}");
+    let (_, m) = (
+        200,
+        node.http
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(m.contains("poc_generating 1"), "{m}");
+    assert!(m.contains("poc_phase_switch_seconds"), "{m}");
+    let (code, v) = node.post("/api/v1/pow/stop", json!({})).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        v,
+        json!({"status": "OK", "pow_status": {"status": "STOPPED"}})
+    );
+    let (_, v) = node.get("/api/v1/pow/status").await;
+    assert_eq!(v, json!({"status": "IDLE", "config": null, "stats": null}));
+    let (code, v) = node.get("/health").await;
+    assert_eq!((code, v["status"].as_str()), (200, Some("ok")));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completions_plain_and_streaming() {
+    let node = Node::start(fast()).await;
+    let (code, v) = node.get("/v1/models").await;
+    assert_eq!(code, 200);
+    assert_eq!(v["data"][1]["id"], "tiny");
+    let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6, "temperature": 0.7, "seed": 3});
+    let (code, a) = node.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(code, 200, "{a}");
+    assert_eq!(a["object"], "chat.completion");
+    assert_eq!(a["choices"][0]["message"]["role"], "assistant");
+    let (_, b) = node.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(
+        a["choices"][0]["message"]["content"], b["choices"][0]["message"]["content"],
+        "a seed reproduces"
+    );
+    // Streaming: role chunk, content chunks, a finish chunk, [DONE]; same text as plain.
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let text = node
+        .http
+        .post(format!("{}/v1/chat/completions", node.base))
+        .json(&sbody)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.last().unwrap()["choices"][0]["finish_reason"].is_string());
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        streamed,
+        a["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    // Unknown model.
+    let (code, _) = node
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "nope", "messages": []}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    node.stop().await;
+}

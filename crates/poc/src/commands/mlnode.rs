@@ -1,0 +1,70 @@
+//! `poc mlnode`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use anyhow::Context;
+use poc_mlnode::{MlNodeConfig, PocSettings};
+use poc_model::config::parse_dtype;
+
+use crate::cli::MlnodeArgs;
+
+pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let listen: SocketAddr = (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {}:{}", args.host, args.port))?
+        .next()
+        .context("no address to listen on")?;
+    let settings = PocSettings {
+        max_batch_size: args.max_batch_size.max(1),
+        max_seq_len: args.max_seq_len.max(1),
+        ..PocSettings::default()
+    }
+    .with_env(|k| std::env::var(k).ok())?;
+    let config = MlNodeConfig {
+        model: args.model.clone(),
+        served_model_names: args.served_model_names.clone(),
+        listen,
+        dtype: match args.dtype.as_str() {
+            "auto" => None,
+            d => parse_dtype(d),
+        },
+        settings,
+        body_limit: 64 << 20,
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let node = poc_mlnode::start(config)
+            .await
+            .with_context(|| format!("cannot start the ML node for {}", args.model.display()))?;
+        tracing::info!(
+            "ML node listening on http://{} (model loaded in {:.2} s)",
+            node.addr,
+            node.load_time.as_secs_f64()
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down: stopping PoC generation and delivering its artifacts");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
