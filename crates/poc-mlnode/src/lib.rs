@@ -13,6 +13,7 @@
 //! nothing of the chain or the artifact store.
 
 pub mod api;
+pub mod bench;
 pub mod callbacks;
 pub mod chat;
 pub mod compute;

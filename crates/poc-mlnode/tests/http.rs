@@ -606,3 +606,51 @@ async fn chat_completions_plain_and_streaming() {
     assert_eq!(code, 404);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poc_preempts_a_running_chat_within_milliseconds() {
+    let node = Node::start(fast()).await;
+    let mut body = json!({"messages": [{"role": "user", "content": "tell me everything"}], "max_tokens": 3000, "temperature": 0.9, "seed": 1});
+    body["stream"] = json!(true);
+    let resp = node
+        .http
+        .post(format!("{}/v1/chat/completions", node.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let reader = tokio::spawn(async move { resp.text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, _) = node
+        .post(
+            "/api/v1/inference/pow/init/generate",
+            node.init_body(None, 0, 1),
+        )
+        .await;
+    assert_eq!(code, 200);
+    // The chat ends with finish_reason "abort" and PoC takes over.
+    let text = tokio::time::timeout(Duration::from_secs(15), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        text.contains("\"finish_reason\":\"abort\""),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    let mut switch = None;
+    for _ in 0..500 {
+        let (_, v) = node.get("/api/v1/inference/pow/status").await;
+        if let Some(ms) = v["backends"][0]["stats"]["phase_switch_ms"].as_f64() {
+            switch = Some(ms);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ms = switch.expect("a first batch started");
+    eprintln!("phase switch with chat running: {ms:.2} ms");
+    assert!(ms < 5_000.0, "{ms} ms");
+    node.post("/api/v1/inference/pow/stop", json!({})).await;
+    node.stop().await;
+}

@@ -149,6 +149,20 @@ pub struct MlnodeArgs {
     /// Longest seq_len a request may use.
     #[arg(long, default_value_t = 4096)]
     pub max_seq_len: usize,
+    /// Instead of serving, measure the node through its own HTTP API on a free loopback
+    /// port and print JSON: PoC nonces/s through the server vs. the direct forward,
+    /// phase-switch latency with a chat running, chat tokens/s.
+    #[arg(long)]
+    pub bench: bool,
+    /// Benchmark: sequence length.
+    #[arg(long, default_value_t = 256, requires = "bench")]
+    pub bench_seq_len: usize,
+    /// Benchmark: nonces per batch.
+    #[arg(long, default_value_t = 8, requires = "bench")]
+    pub bench_batch_size: usize,
+    /// Benchmark: seconds of timed continuous generation.
+    #[arg(long, default_value_t = 10.0, requires = "bench")]
+    pub bench_seconds: f64,
 }
 
 #[derive(Debug, Subcommand)]

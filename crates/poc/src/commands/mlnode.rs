@@ -38,6 +38,9 @@ pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
         body_limit: 64 << 20,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if args.bench {
+        return bench(&rt, config, args);
+    }
     rt.block_on(async move {
         let node = poc_mlnode::start(config)
             .await
@@ -67,4 +70,41 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn bench(
+    rt: &tokio::runtime::Runtime,
+    config: MlNodeConfig,
+    args: &MlnodeArgs,
+) -> anyhow::Result<()> {
+    use poc_mlnode::bench::{BenchOptions, direct_rate, run};
+    let opts = BenchOptions {
+        seq_len: args.bench_seq_len,
+        batch_size: args.bench_batch_size.max(1),
+        seconds: args.bench_seconds.max(0.5),
+        chat_tokens: 64,
+    };
+    let dtype = config.dtype;
+    let dir = config.model.clone();
+    let mut report = rt.block_on(run(config, opts.clone()))?;
+    let ck = poc_model::Checkpoint::open(&dir)?;
+    let model = poc_model::Qwen3Model::load(
+        &ck,
+        dtype.unwrap_or(ck.config().dtype),
+        &poc_model::default_device(),
+    )?;
+    let engine = poc_model::PocEngine::new(std::sync::Arc::new(model));
+    report.direct_nonces_per_second = direct_rate(&engine, &opts);
+    report.server_overhead =
+        1.0 - report.server_nonces_per_second / report.direct_nonces_per_second;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "model": dir,
+            "seq_len": opts.seq_len,
+            "batch_size": opts.batch_size,
+            "report": report,
+        }))?
+    );
+    Ok(())
 }
