@@ -1,0 +1,11 @@
+//! # poc-chain: the PoC chain state machine
+//!
+//! The chain is the source of truth of PoC: it accepts store commits, weight distributions
+//! and votes inside the right windows and turns them into weights. This crate is the
+//! state machine as pure, deterministic code (`chain-and-api.md` §1–§5, §9): no I/O, no
+//! wall clock (block time comes in the block header), so block execution is a function of
+//! `(state, block)` that a single block producer or a replicated BFT engine can drive.
+
+pub mod decimal;
+pub mod epoch;
+pub mod json;
