@@ -6,6 +6,9 @@
 //! wall clock (block time comes in the block header), so block execution is a function of
 //! `(state, block)` that a single block producer or a replicated BFT engine can drive.
 
+pub mod confirmation;
 pub mod decimal;
 pub mod epoch;
+pub mod error;
 pub mod json;
+pub mod params;
