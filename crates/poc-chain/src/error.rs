@@ -43,6 +43,14 @@ pub enum ErrorKind {
     InvalidSigner,
     /// Unknown message type (SDK `ErrUnknownRequest`, 6).
     UnknownRequest,
+    /// `sdk` 2: the transaction bytes do not decode.
+    TxDecode,
+    /// `sdk` 32: the account sequence does not match.
+    WrongSequence,
+    /// `sdk` 41: the transaction is for another chain.
+    InvalidChainId,
+    /// `sdk` 8: the public key is malformed.
+    InvalidPubKey,
 }
 
 impl ErrorKind {
@@ -63,13 +71,17 @@ impl ErrorKind {
             Self::Unauthorized => 4,
             Self::InvalidSigner => 1101,
             Self::UnknownRequest => 6,
+            Self::TxDecode => 2,
+            Self::WrongSequence => 32,
+            Self::InvalidChainId => 41,
+            Self::InvalidPubKey => 8,
         }
     }
 
     /// The codespace the code belongs to.
     pub fn codespace(self) -> &'static str {
         match self {
-            Self::InvalidRequest | Self::Unauthorized | Self::UnknownRequest => "sdk",
+            Self::InvalidRequest | Self::Unauthorized | Self::UnknownRequest | Self::TxDecode | Self::WrongSequence | Self::InvalidChainId | Self::InvalidPubKey => "sdk",
             _ => "inference",
         }
     }

@@ -6,9 +6,17 @@
 //! wall clock (block time comes in the block header), so block execution is a function of
 //! `(state, block)` that a single block producer or a replicated BFT engine can drive.
 
+pub mod address;
+pub mod block;
 pub mod confirmation;
 pub mod decimal;
 pub mod epoch;
 pub mod error;
 pub mod json;
+pub mod msgs;
 pub mod params;
+pub mod proto;
+pub mod slots;
+pub mod state;
+pub mod tx;
+pub mod weights;
