@@ -72,10 +72,14 @@ mod tests {
         // The secp256k1 generator point G (compressed); its Cosmos address bytes are
         // RIPEMD160(SHA256(G)) = 751e76e8199196d454941c45d1b3a323f1433bd6 (a well-known
         // value: the Bitcoin hash160 of G).
-        let g = hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap();
+        let g = hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+            .unwrap();
         let a = from_pubkey(&g);
         assert!(a.starts_with("gonka1"));
-        assert_eq!(decode(&a).unwrap(), hex::decode("751e76e8199196d454941c45d1b3a323f1433bd6").unwrap());
+        assert_eq!(
+            decode(&a).unwrap(),
+            hex::decode("751e76e8199196d454941c45d1b3a323f1433bd6").unwrap()
+        );
         assert!(is_valid(&a));
     }
 

@@ -142,7 +142,10 @@ impl ChainState {
         let prev = &self.app_hash;
         // Serialise a view without the app hash (it commits to the previous one through
         // the header chain, not through the state).
-        let view = StateView { state: self, blank: prev.is_empty() };
+        let view = StateView {
+            state: self,
+            blank: prev.is_empty(),
+        };
         serde_json::to_writer(&mut w, &view).expect("state serialises");
         hex::encode(h.finalize())
     }
@@ -151,7 +154,10 @@ impl ChainState {
     pub fn apply_block(&mut self, block: &Block) -> Result<BlockResult, BlockError> {
         let hd = &block.header;
         if hd.height != self.height + 1 {
-            return Err(BlockError::Height { have: self.height, got: hd.height });
+            return Err(BlockError::Height {
+                have: self.height,
+                got: hd.height,
+            });
         }
         if hd.chain_id != self.chain_id {
             return Err(BlockError::ChainId(hd.chain_id.clone()));
@@ -163,14 +169,21 @@ impl ChainState {
             return Err(BlockError::TxRoot);
         }
         if hd.time < self.time {
-            return Err(BlockError::Time { have: self.time, got: hd.time });
+            return Err(BlockError::Time {
+                have: self.time,
+                got: hd.time,
+            });
         }
         let ctx = BlockContext {
             height: hd.height,
             time: hd.time,
             hash: hd.hash(),
         };
-        let tx_results = block.txs.iter().map(|t| tx::deliver_tx(self, &ctx, t)).collect();
+        let tx_results = block
+            .txs
+            .iter()
+            .map(|t| tx::deliver_tx(self, &ctx, t))
+            .collect();
         let events = self.end_block(&ctx);
         self.height = ctx.height;
         self.time = ctx.time;
@@ -192,20 +205,33 @@ impl ChainState {
         if latest.is_end_of_poc_validation(h) {
             self.on_end_of_poc_validation(&mut log);
         }
-        if self.latest_ctx().is_set_new_validators(h) && self.latest_epoch.index > self.effective_epoch.index {
+        if self.latest_ctx().is_set_new_validators(h)
+            && self.latest_epoch.index > self.effective_epoch.index
+        {
             self.effective_epoch = self.latest_epoch;
-            self.snapshots.remove(&self.latest_epoch.poc_start_block_height);
-            log.push(format!("epoch {} is now effective", self.effective_epoch.index));
+            self.snapshots
+                .remove(&self.latest_epoch.poc_start_block_height);
+            log.push(format!(
+                "epoch {} is now effective",
+                self.effective_epoch.index
+            ));
         }
-        if self.latest_epoch.index == self.effective_epoch.index && self.effective_ctx().is_start_of_next_poc(h) {
+        if self.latest_epoch.index == self.effective_epoch.index
+            && self.effective_ctx().is_start_of_next_poc(h)
+        {
             self.latest_epoch = Epoch {
                 index: self.latest_epoch.index + 1,
                 poc_start_block_height: h,
             };
             self.generation_start_times.insert(h, ctx.time);
-            log.push(format!("PoC for epoch {} starts at {h}", self.latest_epoch.index));
+            log.push(format!(
+                "PoC for epoch {} starts at {h}",
+                self.latest_epoch.index
+            ));
         }
-        if self.latest_epoch.index > self.effective_epoch.index && self.latest_ctx().is_start_of_poc_validation(h) {
+        if self.latest_epoch.index > self.effective_epoch.index
+            && self.latest_ctx().is_start_of_poc_validation(h)
+        {
             let s = self.latest_epoch.poc_start_block_height;
             self.capture_snapshot(ctx, s);
             log.push(format!("validation of stage {s} starts at {h}"));
@@ -219,7 +245,11 @@ impl ChainState {
             snapshot_height: ctx.height,
             app_hash: self.app_hash.clone(),
             validator_weights: self.current_validator_weights().into_iter().collect(),
-            generation_start_timestamp: self.generation_start_times.get(&stage).copied().unwrap_or(0),
+            generation_start_timestamp: self
+                .generation_start_times
+                .get(&stage)
+                .copied()
+                .unwrap_or(0),
             exchange_end_timestamp: ctx.time,
         };
         self.snapshots.insert(stage, snap);
@@ -236,13 +266,25 @@ impl ChainState {
         } else {
             self.compute_new_weights_v1(u.index, s, true)
         };
-        let fraction = self.params.epoch_params.poc_slot_allocation.map(|d| d.to_dec()).unwrap_or_else(|| Dec::from_u64(0));
+        let fraction = self
+            .params
+            .epoch_params
+            .poc_slot_allocation
+            .map(|d| d.to_dec())
+            .unwrap_or_else(|| Dec::from_u64(0));
         allocate_poc_slots(&mut new, &fraction);
         let mut group = EpochGroup::default();
         for p in &new {
             group.members.insert(p.index.clone(), p.weight);
-            let non_preserved: i64 = p.ml_nodes.iter().filter(|n| !n.poc_slot).map(|n| n.poc_weight).sum();
-            group.confirmation_weights.insert(p.index.clone(), non_preserved);
+            let non_preserved: i64 = p
+                .ml_nodes
+                .iter()
+                .filter(|n| !n.poc_slot)
+                .map(|n| n.poc_weight)
+                .sum();
+            group
+                .confirmation_weights
+                .insert(p.index.clone(), non_preserved);
             if let Some(part) = self.participants.get_mut(&p.index) {
                 part.status = ParticipantStatus::Active;
                 part.status_reason.clear();
@@ -251,15 +293,25 @@ impl ChainState {
         log.push(format!(
             "weights for epoch {} ({}): {}",
             u.index,
-            if self.params.poc_params.poc_v2_enabled { "v2" } else { "v1" },
-            new.iter().map(|p| format!("{}={}", p.index, p.weight)).collect::<Vec<_>>().join(", ")
+            if self.params.poc_params.poc_v2_enabled {
+                "v2"
+            } else {
+                "v1"
+            },
+            new.iter()
+                .map(|p| format!("{}={}", p.index, p.weight))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         group.participants = new;
         if group.members.is_empty() {
             // Nobody earned weight: keep the previous validators so the chain stays live
             // (the reference's CometBFT chain would halt with an empty validator set).
             group.members = self.current_validator_weights();
-            log.push(format!("epoch {}: no participant earned weight; validators carried over", u.index));
+            log.push(format!(
+                "epoch {}: no participant earned weight; validators carried over",
+                u.index
+            ));
         }
         self.epoch_groups.insert(u.index, group);
     }
@@ -271,7 +323,8 @@ impl ChainState {
             if ev.phase == ConfirmationPhase::GracePeriod && h >= ev.generation_start_height {
                 ev.phase = ConfirmationPhase::Generation;
                 ev.poc_seed_block_hash = hex::encode(ctx.hash);
-                self.generation_start_times.insert(ev.trigger_height, ctx.time);
+                self.generation_start_times
+                    .insert(ev.trigger_height, ctx.time);
             }
             if ev.phase == ConfirmationPhase::Generation && h >= ev.validation_start(&ep) {
                 ev.phase = ConfirmationPhase::Validation;
@@ -281,18 +334,29 @@ impl ChainState {
                 ev.phase = ConfirmationPhase::Completed;
                 self.update_confirmation_weights(&ev, log);
             }
-            self.confirmation_events.insert((ev.epoch_index, ev.event_sequence), ev.clone());
-            if ev.phase == ConfirmationPhase::Completed && h >= ev.validation_end(&ep) + 1 + ep.set_new_validators_delay {
+            self.confirmation_events
+                .insert((ev.epoch_index, ev.event_sequence), ev.clone());
+            if ev.phase == ConfirmationPhase::Completed
+                && h >= ev.validation_end(&ep) + 1 + ep.set_new_validators_delay
+            {
                 self.snapshots.remove(&ev.trigger_height);
                 self.active_event = None;
             } else {
                 self.active_event = Some(ev);
             }
         }
-        let n = self.params.confirmation_poc_params.expected_confirmations_per_epoch;
-        if self.active_event.is_none() && confirmation::should_trigger(&self.effective_ctx(), h, &ctx.hash, n) {
+        let n = self
+            .params
+            .confirmation_poc_params
+            .expected_confirmations_per_epoch;
+        if self.active_event.is_none()
+            && confirmation::should_trigger(&self.effective_ctx(), h, &ctx.hash, n)
+        {
             let epoch = self.effective_epoch.index;
-            let seq = self.confirmation_events.range((epoch, 0)..=(epoch, u64::MAX)).count() as u64;
+            let seq = self
+                .confirmation_events
+                .range((epoch, 0)..=(epoch, u64::MAX))
+                .count() as u64;
             let ev = ConfirmationEvent {
                 epoch_index: epoch,
                 event_sequence: seq,
@@ -317,7 +381,10 @@ impl ChainState {
         let computed: std::collections::BTreeMap<String, i64> = if v2 {
             self.confirmation_weights_v2(ev.epoch_index, ev.trigger_height)
         } else {
-            self.compute_new_weights_v1(ev.epoch_index, ev.trigger_height, false).into_iter().map(|p| (p.index, p.weight)).collect()
+            self.compute_new_weights_v1(ev.epoch_index, ev.trigger_height, false)
+                .into_iter()
+                .map(|p| (p.index, p.weight))
+                .collect()
         };
         log.push(format!(
             "confirmation PoC {}/{} ({}{}): {}",
@@ -325,7 +392,11 @@ impl ChainState {
             ev.event_sequence,
             if v2 { "v2" } else { "v1" },
             if dry { ", dry run" } else { "" },
-            computed.iter().map(|(a, w)| format!("{a}={w}")).collect::<Vec<_>>().join(", ")
+            computed
+                .iter()
+                .map(|(a, w)| format!("{a}={w}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         if dry {
             return;
@@ -333,11 +404,24 @@ impl ChainState {
         let Some(mut group) = self.epoch_groups.get(&ev.epoch_index).cloned() else {
             return;
         };
-        let alpha = self.params.confirmation_poc_params.alpha_threshold.map(|d| d.to_dec()).unwrap_or_else(|| Dec::from_u64(0));
+        let alpha = self
+            .params
+            .confirmation_poc_params
+            .alpha_threshold
+            .map(|d| d.to_dec())
+            .unwrap_or_else(|| Dec::from_u64(0));
         let coeff = Dec::parse(POC_DEVIATION_COEFF).expect("constant");
         for p in &group.participants {
-            let non_preserved: i64 = p.ml_nodes.iter().filter(|n| !n.poc_slot).map(|n| n.poc_weight).sum();
-            let cw = group.confirmation_weights.entry(p.index.clone()).or_insert(0);
+            let non_preserved: i64 = p
+                .ml_nodes
+                .iter()
+                .filter(|n| !n.poc_slot)
+                .map(|n| n.poc_weight)
+                .sum();
+            let cw = group
+                .confirmation_weights
+                .entry(p.index.clone())
+                .or_insert(0);
             match computed.get(&p.index) {
                 Some(c) => *cw = (*cw).min(*c),
                 None => {
@@ -361,7 +445,10 @@ impl ChainState {
                     part.status = ParticipantStatus::Inactive;
                     part.status_reason = "failed_confirmation_poc".into();
                     group.members.remove(&p.index);
-                    log.push(format!("{} failed confirmation PoC (ratio {}) and is inactive", p.index, part.confirmation_poc_ratio));
+                    log.push(format!(
+                        "{} failed confirmation PoC (ratio {}) and is inactive",
+                        p.index, part.confirmation_poc_ratio
+                    ));
                 }
             }
         }
@@ -408,7 +495,8 @@ mod hex32 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
         let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
-        v.try_into().map_err(|_| serde::de::Error::custom("expected 32 bytes of hex"))
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("expected 32 bytes of hex"))
     }
 }
 
@@ -422,7 +510,10 @@ mod b64_list {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        Vec::<String>::deserialize(d)?.into_iter().map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom)).collect()
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 

@@ -103,7 +103,9 @@ impl ConfirmationEvent {
 pub fn deterministic_float(seed: i64, identifier: &str) -> Dec {
     let digest = Sha256::digest(format!("{seed}:{identifier}").as_bytes());
     let v = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-    Dec::from_u64(v).div(&Dec::from_u64(u64::MAX)).expect("MaxUint64 is not zero")
+    Dec::from_u64(v)
+        .div(&Dec::from_u64(u64::MAX))
+        .expect("MaxUint64 is not zero")
 }
 
 /// The trigger's seed: the first 8 bytes of the block hash as a big-endian `int64`.
@@ -118,14 +120,24 @@ pub fn trigger_window(ctx: &EpochContext) -> (i64, i64) {
     let start = ctx.set_new_validators();
     let end = ctx.next_poc_start()
         - p.inference_validation_cutoff
-        - (p.poc_stage_duration + p.poc_exchange_duration + p.poc_validation_delay + p.poc_validation_duration + p.set_new_validators_delay + 50);
+        - (p.poc_stage_duration
+            + p.poc_exchange_duration
+            + p.poc_validation_delay
+            + p.poc_validation_duration
+            + p.set_new_validators_delay
+            + 50);
     (start, end)
 }
 
 /// Whether a confirmation event triggers at `h` (everything but the parameter, upgrade and
 /// active-event checks, which the caller makes): epoch index > 1, Inference phase, `h` in
 /// the trigger window, and `DeterministicFloat(seed, "confirmation_poc_trigger_<h>") < N / L`.
-pub fn should_trigger(ctx: &EpochContext, h: i64, block_hash: &[u8; 32], expected_per_epoch: u64) -> bool {
+pub fn should_trigger(
+    ctx: &EpochContext,
+    h: i64,
+    block_hash: &[u8; 32],
+    expected_per_epoch: u64,
+) -> bool {
     if expected_per_epoch == 0 || ctx.epoch.index <= 1 || ctx.phase(h) != Phase::Inference {
         return false;
     }
@@ -134,8 +146,13 @@ pub fn should_trigger(ctx: &EpochContext, h: i64, block_hash: &[u8; 32], expecte
     if len <= 0 || h < start || h > end {
         return false;
     }
-    let r = deterministic_float(trigger_seed(block_hash), &format!("confirmation_poc_trigger_{h}"));
-    let p = Dec::from_u64(expected_per_epoch).div(&Dec::from_i128(len as i128)).expect("positive length");
+    let r = deterministic_float(
+        trigger_seed(block_hash),
+        &format!("confirmation_poc_trigger_{h}"),
+    );
+    let p = Dec::from_u64(expected_per_epoch)
+        .div(&Dec::from_i128(len as i128))
+        .expect("positive length");
     r < p
 }
 
@@ -176,8 +193,15 @@ mod tests {
         assert_eq!(e.validation_end(&p), 111);
         assert!(e.in_batch_window(101, &p) && e.in_batch_window(107, &p));
         assert!(!e.in_batch_window(100, &p) && !e.in_batch_window(108, &p));
-        assert!(e.in_validation_window(108, &p) && e.in_validation_window(111, &p) && !e.in_validation_window(112, &p));
-        let p2 = EpochParams { inference_validation_cutoff: 2, ..p };
+        assert!(
+            e.in_validation_window(108, &p)
+                && e.in_validation_window(111, &p)
+                && !e.in_validation_window(112, &p)
+        );
+        let p2 = EpochParams {
+            inference_validation_cutoff: 2,
+            ..p
+        };
         assert_eq!(ConfirmationEvent::generation_start(100, &p2), 102);
     }
 
@@ -190,26 +214,52 @@ mod tests {
         // By hand: SHA256("42:x")[0..8] / (2^64 - 1), rounded to 16 places.
         let d = Sha256::digest(b"42:x");
         let v = u64::from_be_bytes(d[..8].try_into().unwrap()) as f64 / u64::MAX as f64;
-        let got: f64 = deterministic_float(42, "x").to_plain_string().parse().unwrap();
+        let got: f64 = deterministic_float(42, "x")
+            .to_plain_string()
+            .parse()
+            .unwrap();
         assert!((got - v).abs() < 1e-15);
     }
 
     #[test]
     fn trigger_is_deterministic_and_respects_its_window() {
-        let ctx = EpochContext::new(Epoch { index: 3, poc_start_block_height: 160 }, params());
+        let ctx = EpochContext::new(
+            Epoch {
+                index: 3,
+                poc_start_block_height: 160,
+            },
+            params(),
+        );
         let (start, end) = trigger_window(&ctx);
         // [SetNewValidators = 160+5+1+4+1 = 171, 240 - 0 - (5+2+1+4+1+50) = 177]
         assert_eq!((start, end), (171, 177));
         let hash = [7u8; 32];
         // With N large enough every height in the window triggers; none outside.
         for h in 150..250 {
-            assert_eq!(should_trigger(&ctx, h, &hash, 1000), (start..=end).contains(&h), "h {h}");
+            assert_eq!(
+                should_trigger(&ctx, h, &hash, 1000),
+                (start..=end).contains(&h),
+                "h {h}"
+            );
         }
         assert!(!should_trigger(&ctx, 172, &hash, 0));
-        let early = EpochContext::new(Epoch { index: 1, poc_start_block_height: 80 }, params());
+        let early = EpochContext::new(
+            Epoch {
+                index: 1,
+                poc_start_block_height: 80,
+            },
+            params(),
+        );
         assert!(!should_trigger(&early, 95, &hash, 1000));
         // Determinism: the decision is a function of (height, hash).
-        let decisions: Vec<bool> = (171..=177).map(|h| should_trigger(&ctx, h, &[h as u8; 32], 1)).collect();
-        assert_eq!(decisions, (171..=177).map(|h| should_trigger(&ctx, h, &[h as u8; 32], 1)).collect::<Vec<_>>());
+        let decisions: Vec<bool> = (171..=177)
+            .map(|h| should_trigger(&ctx, h, &[h as u8; 32], 1))
+            .collect();
+        assert_eq!(
+            decisions,
+            (171..=177)
+                .map(|h| should_trigger(&ctx, h, &[h as u8; 32], 1))
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -81,7 +81,13 @@ impl ErrorKind {
     /// The codespace the code belongs to.
     pub fn codespace(self) -> &'static str {
         match self {
-            Self::InvalidRequest | Self::Unauthorized | Self::UnknownRequest | Self::TxDecode | Self::WrongSequence | Self::InvalidChainId | Self::InvalidPubKey => "sdk",
+            Self::InvalidRequest
+            | Self::Unauthorized
+            | Self::UnknownRequest
+            | Self::TxDecode
+            | Self::WrongSequence
+            | Self::InvalidChainId
+            | Self::InvalidPubKey => "sdk",
             _ => "inference",
         }
     }

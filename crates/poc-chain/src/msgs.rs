@@ -153,7 +153,9 @@ impl Msg {
             Self::SubmitPocBatch { .. } => "/inference.inference.MsgSubmitPocBatch",
             Self::SubmitPocValidation { .. } => "/inference.inference.MsgSubmitPocValidation",
             Self::PocV2StoreCommit { .. } => "/inference.inference.MsgPoCV2StoreCommit",
-            Self::MlNodeWeightDistribution { .. } => "/inference.inference.MsgMLNodeWeightDistribution",
+            Self::MlNodeWeightDistribution { .. } => {
+                "/inference.inference.MsgMLNodeWeightDistribution"
+            }
             Self::SubmitPocValidationsV2 { .. } => "/inference.inference.MsgSubmitPocValidationsV2",
             Self::SubmitNewParticipant { .. } => "/inference.inference.MsgSubmitNewParticipant",
             Self::SubmitSeed { .. } => "/inference.inference.MsgSubmitSeed",

@@ -194,17 +194,53 @@ mod tests {
         assert!(!p.poc_v2_enabled);
         assert_eq!(p.seq_len, 256);
         assert_eq!(PocMode::of(&p), PocMode::FullV1);
-        assert_eq!(PocMode::of(&PocParams { confirmation_poc_v2_enabled: true, ..p.clone() }), PocMode::Migration);
-        assert_eq!(PocMode::of(&PocParams { poc_v2_enabled: true, ..p.clone() }), PocMode::FullV2);
         assert_eq!(
-            PocMode::of(&PocParams { poc_v2_enabled: true, confirmation_poc_v2_enabled: false, ..p.clone() }),
+            PocMode::of(&PocParams {
+                confirmation_poc_v2_enabled: true,
+                ..p.clone()
+            }),
+            PocMode::Migration
+        );
+        assert_eq!(
+            PocMode::of(&PocParams {
+                poc_v2_enabled: true,
+                ..p.clone()
+            }),
             PocMode::FullV2
         );
-        assert_eq!(PocParams { weight_scale_factor: Some(Decimal::new(0, 0)), ..p.clone() }.weight_scale(), Decimal::new(1, 0));
-        assert_eq!(PocParams { weight_scale_factor: None, ..p.clone() }.weight_scale(), Decimal::new(1, 0));
-        assert_eq!(ConfirmationPocParams::default().upgrade_protection_window, 500);
+        assert_eq!(
+            PocMode::of(&PocParams {
+                poc_v2_enabled: true,
+                confirmation_poc_v2_enabled: false,
+                ..p.clone()
+            }),
+            PocMode::FullV2
+        );
+        assert_eq!(
+            PocParams {
+                weight_scale_factor: Some(Decimal::new(0, 0)),
+                ..p.clone()
+            }
+            .weight_scale(),
+            Decimal::new(1, 0)
+        );
+        assert_eq!(
+            PocParams {
+                weight_scale_factor: None,
+                ..p.clone()
+            }
+            .weight_scale(),
+            Decimal::new(1, 0)
+        );
+        assert_eq!(
+            ConfirmationPocParams::default().upgrade_protection_window,
+            500
+        );
         let json = serde_json::to_value(PocParams::default()).unwrap();
         assert_eq!(json["seq_len"], "256");
-        assert_eq!(json["weight_scale_factor"], serde_json::json!({"value": "1", "exponent": 0}));
+        assert_eq!(
+            json["weight_scale_factor"],
+            serde_json::json!({"value": "1", "exponent": 0})
+        );
     }
 }

@@ -348,8 +348,14 @@ impl ParamsProto {
     /// Back to the domain type; missing sections are an error (a governance message
     /// always carries the complete parameter set).
     pub fn to_params(&self) -> Result<Params, String> {
-        let e = self.epoch_params.as_ref().ok_or("params.epoch_params is missing")?;
-        let pp = self.poc_params.as_ref().ok_or("params.poc_params is missing")?;
+        let e = self
+            .epoch_params
+            .as_ref()
+            .ok_or("params.epoch_params is missing")?;
+        let pp = self
+            .poc_params
+            .as_ref()
+            .ok_or("params.poc_params is missing")?;
         let c = self.confirmation_poc_params.clone().unwrap_or_default();
         let a = self.access_params.clone().unwrap_or_default();
         Ok(Params {
@@ -478,15 +484,32 @@ pub fn to_any(m: &Msg) -> Any {
                 .collect(),
         }
         .encode_to_vec(),
-        Msg::SubmitNewParticipant { creator, url, validator_key } => MsgSubmitNewParticipant {
+        Msg::SubmitNewParticipant {
+            creator,
+            url,
+            validator_key,
+        } => MsgSubmitNewParticipant {
             creator,
             url,
             validator_key,
             worker_key: String::new(),
         }
         .encode_to_vec(),
-        Msg::SubmitSeed { creator, epoch_index, signature } => MsgSubmitSeed { creator, epoch_index, signature }.encode_to_vec(),
-        Msg::Grant { granter, grantee, msg_type_url } => MsgGrant {
+        Msg::SubmitSeed {
+            creator,
+            epoch_index,
+            signature,
+        } => MsgSubmitSeed {
+            creator,
+            epoch_index,
+            signature,
+        }
+        .encode_to_vec(),
+        Msg::Grant {
+            granter,
+            grantee,
+            msg_type_url,
+        } => MsgGrant {
             granter,
             grantee,
             grant: Some(Grant {
@@ -497,7 +520,16 @@ pub fn to_any(m: &Msg) -> Any {
             }),
         }
         .encode_to_vec(),
-        Msg::Revoke { granter, grantee, msg_type_url } => MsgRevoke { granter, grantee, msg_type_url }.encode_to_vec(),
+        Msg::Revoke {
+            granter,
+            grantee,
+            msg_type_url,
+        } => MsgRevoke {
+            granter,
+            grantee,
+            msg_type_url,
+        }
+        .encode_to_vec(),
         Msg::UpdateParams { authority, params } => MsgUpdateParams {
             authority,
             params: Some(ParamsProto::from(&*params)),
@@ -601,7 +633,9 @@ pub fn from_any(a: &Any) -> Result<Msg, DecodeError> {
         }
         "/cosmos.authz.v1beta1.MsgGrant" => {
             let m = MsgGrant::decode(v).map_err(bad)?;
-            let auth = m.grant.and_then(|g| g.authorization).ok_or_else(|| DecodeError::Malformed("MsgGrant without an authorization".into()))?;
+            let auth = m.grant.and_then(|g| g.authorization).ok_or_else(|| {
+                DecodeError::Malformed("MsgGrant without an authorization".into())
+            })?;
             if auth.type_url != GENERIC_AUTHORIZATION {
                 return Err(DecodeError::Unknown(auth.type_url));
             }
@@ -622,7 +656,11 @@ pub fn from_any(a: &Any) -> Result<Msg, DecodeError> {
         }
         "/inference.inference.MsgUpdateParams" => {
             let m = MsgUpdateParams::decode(v).map_err(bad)?;
-            let params = m.params.ok_or_else(|| DecodeError::Malformed("MsgUpdateParams without params".into()))?.to_params().map_err(DecodeError::Malformed)?;
+            let params = m
+                .params
+                .ok_or_else(|| DecodeError::Malformed("MsgUpdateParams without params".into()))?
+                .to_params()
+                .map_err(DecodeError::Malformed)?;
             Msg::UpdateParams {
                 authority: m.authority,
                 params: Box::new(params),

@@ -7,7 +7,11 @@ use sha2::{Digest, Sha256};
 /// Assigns `n` slots for `participant`: `result[i]` is the validator of slot `i`. Empty
 /// when no validator has positive weight.
 pub fn assign(app_hash: &str, participant: &str, weights: &[(String, i64)], n: u32) -> Vec<String> {
-    let mut vals: Vec<(&str, i64)> = weights.iter().filter(|(_, w)| *w > 0).map(|(a, w)| (a.as_str(), *w)).collect();
+    let mut vals: Vec<(&str, i64)> = weights
+        .iter()
+        .filter(|(_, w)| *w > 0)
+        .map(|(a, w)| (a.as_str(), *w))
+        .collect();
     vals.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let total: u64 = vals.iter().map(|(_, w)| *w as u64).sum();
     if total == 0 || n == 0 {
@@ -16,7 +20,10 @@ pub fn assign(app_hash: &str, participant: &str, weights: &[(String, i64)], n: u
     let mut draws: Vec<(u64, usize)> = (0..n as usize)
         .map(|i| {
             let d = Sha256::digest(format!("{app_hash}{participant}{i}").as_bytes());
-            (u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % total, i)
+            (
+                u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % total,
+                i,
+            )
         })
         .collect();
     draws.sort();
@@ -39,7 +46,11 @@ mod tests {
 
     #[test]
     fn slots_follow_the_cumulative_weights() {
-        let w = vec![("b".to_string(), 3), ("a".to_string(), 1), ("z".to_string(), 0)];
+        let w = vec![
+            ("b".to_string(), 3),
+            ("a".to_string(), 1),
+            ("z".to_string(), 0),
+        ];
         let s = assign("ab12", "gonka1p", &w, 64);
         assert_eq!(s.len(), 64);
         // By hand: r_i < 1 → "a", else "b"; "z" (weight 0) never.

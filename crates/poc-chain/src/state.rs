@@ -357,7 +357,9 @@ impl ChainState {
                 },
             );
             group.members.insert(p.address.clone(), p.weight);
-            group.confirmation_weights.insert(p.address.clone(), p.weight);
+            group
+                .confirmation_weights
+                .insert(p.address.clone(), p.weight);
             group.participants.push(ActiveParticipant {
                 index: p.address.clone(),
                 validator_key: p.validator_key.clone(),
@@ -383,7 +385,8 @@ impl ChainState {
 
     /// Context of the upcoming epoch.
     pub fn upcoming_ctx(&self) -> Option<EpochContext> {
-        self.upcoming().map(|e| EpochContext::new(e, self.params.epoch_params.clone()))
+        self.upcoming()
+            .map(|e| EpochContext::new(e, self.params.epoch_params.clone()))
     }
 
     /// Context of the latest epoch (what phase trackers follow).
@@ -395,68 +398,137 @@ impl ChainState {
     /// active event has sequence 0).
     pub fn v2_gate(&self) -> bool {
         let p = &self.params.poc_params;
-        p.poc_v2_enabled || (p.confirmation_poc_v2_enabled && self.active_event.as_ref().is_some_and(|e| e.event_sequence == 0))
+        p.poc_v2_enabled
+            || (p.confirmation_poc_v2_enabled
+                && self
+                    .active_event
+                    .as_ref()
+                    .is_some_and(|e| e.event_sequence == 0))
     }
 
     /// `CheckPoCMessageTooLate` (the CheckTx-only ante rule).
-    pub fn check_poc_message_too_late(&self, h: i64, start: i64, window: WindowType) -> ChainResult<()> {
+    pub fn check_poc_message_too_late(
+        &self,
+        h: i64,
+        start: i64,
+        window: WindowType,
+    ) -> ChainResult<()> {
         if start > h {
-            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("stage height {start} is in the future")));
+            return Err(err(
+                ErrorKind::PocWrongStartBlockHeight,
+                format!("stage height {start} is in the future"),
+            ));
         }
         let ep = &self.params.epoch_params;
         if let Some(ev) = &self.active_event {
             if start != ev.trigger_height {
-                return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected the confirmation trigger height {}", ev.trigger_height)));
+                return Err(err(
+                    ErrorKind::PocWrongStartBlockHeight,
+                    format!(
+                        "expected the confirmation trigger height {}",
+                        ev.trigger_height
+                    ),
+                ));
             }
             let limit = match window {
                 WindowType::Batch => ev.exchange_end(ep),
                 WindowType::Validation => ev.validation_end(ep),
             };
-            return if h > limit { Err(err(ErrorKind::PocTooLate, format!("the window ended at {limit}"))) } else { Ok(()) };
+            return if h > limit {
+                Err(err(
+                    ErrorKind::PocTooLate,
+                    format!("the window ended at {limit}"),
+                ))
+            } else {
+                Ok(())
+            };
         }
         if start <= self.effective_ctx().start_of_poc() {
-            return Err(err(ErrorKind::UpcomingEpochNotFound, "PoC stage already finished"));
+            return Err(err(
+                ErrorKind::UpcomingEpochNotFound,
+                "PoC stage already finished",
+            ));
         }
         let Some(u) = self.upcoming_ctx() else {
-            return Err(err(ErrorKind::UpcomingEpochNotFound, "PoC stage already finished"));
+            return Err(err(
+                ErrorKind::UpcomingEpochNotFound,
+                "PoC stage already finished",
+            ));
         };
         if start != u.start_of_poc() {
-            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected stage height {}", u.start_of_poc())));
+            return Err(err(
+                ErrorKind::PocWrongStartBlockHeight,
+                format!("expected stage height {}", u.start_of_poc()),
+            ));
         }
         let limit = match window {
             WindowType::Batch => u.poc_exchange_deadline(),
             WindowType::Validation => u.end_of_poc_validation(),
         };
-        if h > limit { Err(err(ErrorKind::PocTooLate, format!("the window ended at {limit}"))) } else { Ok(()) }
+        if h > limit {
+            Err(err(
+                ErrorKind::PocTooLate,
+                format!("the window ended at {limit}"),
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// The ante checks of CheckTx (`PocPeriodValidationDecorator`): run before a
     /// transaction enters the mempool, never during block execution.
     pub fn ante_check(&self, h: i64, msg: &Msg) -> ChainResult<()> {
         let v2 = self.params.poc_params.poc_v2_enabled;
-        let gate = || if self.v2_gate() { Ok(()) } else { Err(err(ErrorKind::NotSupported, "V2 disabled when poc_v2_enabled=false")) };
+        let gate = || {
+            if self.v2_gate() {
+                Ok(())
+            } else {
+                Err(err(
+                    ErrorKind::NotSupported,
+                    "V2 disabled when poc_v2_enabled=false",
+                ))
+            }
+        };
         match msg {
-            Msg::SubmitPocBatch { poc_stage_start_block_height: s, .. } => {
+            Msg::SubmitPocBatch {
+                poc_stage_start_block_height: s,
+                ..
+            } => {
                 if v2 {
                     return Err(err(ErrorKind::Deprecated, "PoC v1 batches are deprecated"));
                 }
                 self.check_poc_message_too_late(h, *s, WindowType::Batch)
             }
-            Msg::SubmitPocValidation { poc_stage_start_block_height: s, .. } => {
+            Msg::SubmitPocValidation {
+                poc_stage_start_block_height: s,
+                ..
+            } => {
                 if v2 {
-                    return Err(err(ErrorKind::Deprecated, "PoC v1 validations are deprecated"));
+                    return Err(err(
+                        ErrorKind::Deprecated,
+                        "PoC v1 validations are deprecated",
+                    ));
                 }
                 self.check_poc_message_too_late(h, *s, WindowType::Validation)
             }
-            Msg::SubmitPocValidationsV2 { poc_stage_start_block_height: s, .. } => {
+            Msg::SubmitPocValidationsV2 {
+                poc_stage_start_block_height: s,
+                ..
+            } => {
                 gate()?;
                 self.check_poc_message_too_late(h, *s, WindowType::Validation)
             }
-            Msg::PocV2StoreCommit { poc_stage_start_block_height: s, .. } => {
+            Msg::PocV2StoreCommit {
+                poc_stage_start_block_height: s,
+                ..
+            } => {
                 gate()?;
                 self.check_poc_message_too_late(h, *s, WindowType::Batch)
             }
-            Msg::MlNodeWeightDistribution { poc_stage_start_block_height: s, .. } => {
+            Msg::MlNodeWeightDistribution {
+                poc_stage_start_block_height: s,
+                ..
+            } => {
                 gate()?;
                 self.check_poc_message_too_late(h, *s, WindowType::Validation)
             }
@@ -465,12 +537,17 @@ impl ChainState {
     }
 
     fn blocked(&self, addr: &str) -> bool {
-        self.params.access_params.blocked_participant_addresses.iter().any(|a| a == addr)
+        self.params
+            .access_params
+            .blocked_participant_addresses
+            .iter()
+            .any(|a| a == addr)
     }
 
     /// Whether `grantee` may send `type_url` for `granter`.
     pub fn is_granted(&self, granter: &str, grantee: &str, type_url: &str) -> bool {
-        self.grants.contains_key(&(granter.to_owned(), grantee.to_owned(), type_url.to_owned()))
+        self.grants
+            .contains_key(&(granter.to_owned(), grantee.to_owned(), type_url.to_owned()))
     }
 
     /// Executes one message of a block (the authoritative handler rules). Fails without
@@ -486,24 +563,40 @@ impl ChainState {
                 root_hash,
             } => {
                 if !self.v2_gate() {
-                    return Err(err(ErrorKind::NotSupported, "V2 disabled when poc_v2_enabled=false"));
+                    return Err(err(
+                        ErrorKind::NotSupported,
+                        "V2 disabled when poc_v2_enabled=false",
+                    ));
                 }
                 if *count == 0 {
                     return Err(err(ErrorKind::IllegalState, "count must be positive"));
                 }
                 if root_hash.len() != 32 {
-                    return Err(err(ErrorKind::IllegalState, format!("root_hash must be 32 bytes, got {}", root_hash.len())));
+                    return Err(err(
+                        ErrorKind::IllegalState,
+                        format!("root_hash must be 32 bytes, got {}", root_hash.len()),
+                    ));
                 }
-                match self.active_event.as_ref().filter(|e| e.trigger_height == *start) {
+                match self
+                    .active_event
+                    .as_ref()
+                    .filter(|e| e.trigger_height == *start)
+                {
                     Some(ev) => {
                         if !ev.in_batch_window(h, &ep) {
-                            return Err(err(ErrorKind::PocTooLate, "outside the confirmation batch window"));
+                            return Err(err(
+                                ErrorKind::PocTooLate,
+                                "outside the confirmation batch window",
+                            ));
                         }
                     }
                     None => self.check_regular(*start, h, WindowType::Batch, true)?,
                 }
                 if !valid_address(creator) {
-                    return Err(err(ErrorKind::InvalidAddress, format!("invalid creator address {creator:?}")));
+                    return Err(err(
+                        ErrorKind::InvalidAddress,
+                        format!("invalid creator address {creator:?}"),
+                    ));
                 }
                 let key = (*start, creator.clone());
                 if let Some(existing) = self.commits.get(&key) {
@@ -511,7 +604,13 @@ impl ChainState {
                         return Err(err(ErrorKind::IllegalState, "only one commit per block"));
                     }
                     if *count <= existing.count {
-                        return Err(err(ErrorKind::IllegalState, format!("count must increase (stored {}, got {count})", existing.count)));
+                        return Err(err(
+                            ErrorKind::IllegalState,
+                            format!(
+                                "count must increase (stored {}, got {count})",
+                                existing.count
+                            ),
+                        ));
                     }
                 }
                 self.commits.insert(
@@ -532,7 +631,10 @@ impl ChainState {
                 weights,
             } => {
                 if !self.v2_gate() {
-                    return Err(err(ErrorKind::NotSupported, "V2 disabled when poc_v2_enabled=false"));
+                    return Err(err(
+                        ErrorKind::NotSupported,
+                        "V2 disabled when poc_v2_enabled=false",
+                    ));
                 }
                 if weights.is_empty() {
                     return Err(err(ErrorKind::IllegalState, "weights must not be empty"));
@@ -540,27 +642,53 @@ impl ChainState {
                 match &self.active_event {
                     Some(ev) => {
                         if *start != ev.trigger_height {
-                            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected the confirmation trigger height {}", ev.trigger_height)));
+                            return Err(err(
+                                ErrorKind::PocWrongStartBlockHeight,
+                                format!(
+                                    "expected the confirmation trigger height {}",
+                                    ev.trigger_height
+                                ),
+                            ));
                         }
                         if h > ev.validation_end(&ep) {
-                            return Err(err(ErrorKind::PocTooLate, "after the confirmation validation end"));
+                            return Err(err(
+                                ErrorKind::PocTooLate,
+                                "after the confirmation validation end",
+                            ));
                         }
                     }
                     None => {
-                        let u = self.upcoming_ctx().ok_or_else(|| err(ErrorKind::UpcomingEpochNotFound, "no upcoming epoch"))?;
+                        let u = self.upcoming_ctx().ok_or_else(|| {
+                            err(ErrorKind::UpcomingEpochNotFound, "no upcoming epoch")
+                        })?;
                         if *start != u.start_of_poc() {
-                            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected stage height {}", u.start_of_poc())));
+                            return Err(err(
+                                ErrorKind::PocWrongStartBlockHeight,
+                                format!("expected stage height {}", u.start_of_poc()),
+                            ));
                         }
                         if h > u.end_of_poc_validation() {
-                            return Err(err(ErrorKind::PocTooLate, "after the end of PoC validation"));
+                            return Err(err(
+                                ErrorKind::PocTooLate,
+                                "after the end of PoC validation",
+                            ));
                         }
                     }
                 }
                 let key = (*start, creator.clone());
-                let commit = self.commits.get(&key).ok_or_else(|| err(ErrorKind::IllegalState, "no store commit found"))?;
+                let commit = self
+                    .commits
+                    .get(&key)
+                    .ok_or_else(|| err(ErrorKind::IllegalState, "no store commit found"))?;
                 let sum: u64 = weights.iter().map(|w| u64::from(w.weight)).sum();
                 if sum != u64::from(commit.count) {
-                    return Err(err(ErrorKind::IllegalState, format!("weights sum to {sum}, the committed count is {}", commit.count)));
+                    return Err(err(
+                        ErrorKind::IllegalState,
+                        format!(
+                            "weights sum to {sum}, the committed count is {}",
+                            commit.count
+                        ),
+                    ));
                 }
                 self.distributions.insert(
                     key,
@@ -578,18 +706,37 @@ impl ChainState {
                 validations,
             } => {
                 if !self.v2_gate() {
-                    return Err(err(ErrorKind::NotSupported, "V2 disabled when poc_v2_enabled=false"));
+                    return Err(err(
+                        ErrorKind::NotSupported,
+                        "V2 disabled when poc_v2_enabled=false",
+                    ));
                 }
                 if self.blocked(creator) {
-                    return Err(err(ErrorKind::ParticipantBlocked, format!("{creator} is blocked")));
+                    return Err(err(
+                        ErrorKind::ParticipantBlocked,
+                        format!("{creator} is blocked"),
+                    ));
                 }
-                match self.active_event.as_ref().filter(|e| e.phase == ConfirmationPhase::Validation) {
+                match self
+                    .active_event
+                    .as_ref()
+                    .filter(|e| e.phase == ConfirmationPhase::Validation)
+                {
                     Some(ev) => {
                         if *start != ev.trigger_height {
-                            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected the confirmation trigger height {}", ev.trigger_height)));
+                            return Err(err(
+                                ErrorKind::PocWrongStartBlockHeight,
+                                format!(
+                                    "expected the confirmation trigger height {}",
+                                    ev.trigger_height
+                                ),
+                            ));
                         }
                         if !ev.in_validation_window(h, &ep) {
-                            return Err(err(ErrorKind::PocTooLate, "outside the confirmation validation window"));
+                            return Err(err(
+                                ErrorKind::PocTooLate,
+                                "outside the confirmation validation window",
+                            ));
                         }
                     }
                     None => self.check_regular(*start, h, WindowType::Validation, true)?,
@@ -627,18 +774,34 @@ impl ChainState {
                     return Err(err(ErrorKind::Deprecated, "PoC v1 batches are deprecated"));
                 }
                 if self.blocked(creator) {
-                    return Err(err(ErrorKind::ParticipantBlocked, format!("{creator} is blocked")));
+                    return Err(err(
+                        ErrorKind::ParticipantBlocked,
+                        format!("{creator} is blocked"),
+                    ));
                 }
                 if node_id.is_empty() {
                     return Err(err(ErrorKind::PocNodeIdEmpty, "node_id is empty"));
                 }
-                let stored_start = match self.active_event.as_ref().filter(|e| e.phase == ConfirmationPhase::Generation) {
+                let stored_start = match self
+                    .active_event
+                    .as_ref()
+                    .filter(|e| e.phase == ConfirmationPhase::Generation)
+                {
                     Some(ev) => {
                         if *start != ev.trigger_height {
-                            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected the confirmation trigger height {}", ev.trigger_height)));
+                            return Err(err(
+                                ErrorKind::PocWrongStartBlockHeight,
+                                format!(
+                                    "expected the confirmation trigger height {}",
+                                    ev.trigger_height
+                                ),
+                            ));
                         }
                         if !ev.in_batch_window(h, &ep) {
-                            return Err(err(ErrorKind::PocTooLate, "outside the confirmation batch window"));
+                            return Err(err(
+                                ErrorKind::PocTooLate,
+                                "outside the confirmation batch window",
+                            ));
                         }
                         ev.trigger_height
                     }
@@ -668,24 +831,49 @@ impl ChainState {
                 fraud_detected,
             } => {
                 if !valid_address(creator) || !valid_address(participant_address) {
-                    return Err(err(ErrorKind::InvalidRequest, "invalid creator or participant address"));
+                    return Err(err(
+                        ErrorKind::InvalidRequest,
+                        "invalid creator or participant address",
+                    ));
                 }
                 if *start <= 0 {
-                    return Err(err(ErrorKind::InvalidRequest, "stage height must be positive"));
+                    return Err(err(
+                        ErrorKind::InvalidRequest,
+                        "stage height must be positive",
+                    ));
                 }
                 if self.params.poc_params.poc_v2_enabled {
-                    return Err(err(ErrorKind::Deprecated, "PoC v1 validations are deprecated"));
+                    return Err(err(
+                        ErrorKind::Deprecated,
+                        "PoC v1 validations are deprecated",
+                    ));
                 }
                 if self.blocked(creator) {
-                    return Err(err(ErrorKind::ParticipantBlocked, format!("{creator} is blocked")));
+                    return Err(err(
+                        ErrorKind::ParticipantBlocked,
+                        format!("{creator} is blocked"),
+                    ));
                 }
-                let stored_start = match self.active_event.as_ref().filter(|e| e.phase == ConfirmationPhase::Validation) {
+                let stored_start = match self
+                    .active_event
+                    .as_ref()
+                    .filter(|e| e.phase == ConfirmationPhase::Validation)
+                {
                     Some(ev) => {
                         if *start != ev.trigger_height {
-                            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected the confirmation trigger height {}", ev.trigger_height)));
+                            return Err(err(
+                                ErrorKind::PocWrongStartBlockHeight,
+                                format!(
+                                    "expected the confirmation trigger height {}",
+                                    ev.trigger_height
+                                ),
+                            ));
                         }
                         if !ev.in_validation_window(h, &ep) {
-                            return Err(err(ErrorKind::PocTooLate, "outside the confirmation validation window"));
+                            return Err(err(
+                                ErrorKind::PocTooLate,
+                                "outside the confirmation validation window",
+                            ));
                         }
                         ev.trigger_height
                     }
@@ -696,7 +884,10 @@ impl ChainState {
                 };
                 let key = (stored_start, participant_address.clone(), creator.clone());
                 if self.validations_v1.contains_key(&key) {
-                    return Err(err(ErrorKind::PocValidationAlreadyExists, "this validator already voted"));
+                    return Err(err(
+                        ErrorKind::PocValidationAlreadyExists,
+                        "this validator already voted",
+                    ));
                 }
                 self.validations_v1.insert(
                     key,
@@ -710,20 +901,30 @@ impl ChainState {
                 );
                 Ok(())
             }
-            Msg::SubmitNewParticipant { creator, url, validator_key } => {
+            Msg::SubmitNewParticipant {
+                creator,
+                url,
+                validator_key,
+            } => {
                 if !valid_address(creator) {
-                    return Err(err(ErrorKind::InvalidAddress, format!("invalid creator address {creator:?}")));
+                    return Err(err(
+                        ErrorKind::InvalidAddress,
+                        format!("invalid creator address {creator:?}"),
+                    ));
                 }
                 let hex = self.accounts.get(creator).cloned().unwrap_or_default();
-                let entry = self.participants.entry(creator.clone()).or_insert_with(|| Participant {
-                    address: creator.clone(),
-                    hex_pub_key: hex.clone(),
-                    inference_url: String::new(),
-                    validator_key: String::new(),
-                    status: ParticipantStatus::Active,
-                    status_reason: String::new(),
-                    confirmation_poc_ratio: String::new(),
-                });
+                let entry =
+                    self.participants
+                        .entry(creator.clone())
+                        .or_insert_with(|| Participant {
+                            address: creator.clone(),
+                            hex_pub_key: hex.clone(),
+                            inference_url: String::new(),
+                            validator_key: String::new(),
+                            status: ParticipantStatus::Active,
+                            status_reason: String::new(),
+                            confirmation_poc_ratio: String::new(),
+                        });
                 entry.inference_url = url.clone();
                 entry.validator_key = validator_key.clone();
                 if entry.hex_pub_key.is_empty() {
@@ -731,34 +932,66 @@ impl ChainState {
                 }
                 Ok(())
             }
-            Msg::SubmitSeed { creator, epoch_index, signature } => {
+            Msg::SubmitSeed {
+                creator,
+                epoch_index,
+                signature,
+            } => {
                 if !self.participants.contains_key(creator) {
-                    return Err(err(ErrorKind::IllegalState, format!("{creator} is not a registered participant")));
+                    return Err(err(
+                        ErrorKind::IllegalState,
+                        format!("{creator} is not a registered participant"),
+                    ));
                 }
                 if *epoch_index == 0 || *epoch_index > self.latest_epoch.index + 1 {
-                    return Err(err(ErrorKind::InvalidRequest, format!("no seed can be set for epoch {epoch_index}")));
+                    return Err(err(
+                        ErrorKind::InvalidRequest,
+                        format!("no seed can be set for epoch {epoch_index}"),
+                    ));
                 }
-                self.seeds.insert((*epoch_index, creator.clone()), signature.clone());
+                self.seeds
+                    .insert((*epoch_index, creator.clone()), signature.clone());
                 Ok(())
             }
-            Msg::Grant { granter, grantee, msg_type_url } => {
+            Msg::Grant {
+                granter,
+                grantee,
+                msg_type_url,
+            } => {
                 if !valid_address(granter) || !valid_address(grantee) || granter == grantee {
-                    return Err(err(ErrorKind::InvalidRequest, "granter and grantee must be two valid addresses"));
+                    return Err(err(
+                        ErrorKind::InvalidRequest,
+                        "granter and grantee must be two valid addresses",
+                    ));
                 }
-                self.grants.insert((granter.clone(), grantee.clone(), msg_type_url.clone()), ());
+                self.grants
+                    .insert((granter.clone(), grantee.clone(), msg_type_url.clone()), ());
                 Ok(())
             }
-            Msg::Revoke { granter, grantee, msg_type_url } => {
-                if self.grants.remove(&(granter.clone(), grantee.clone(), msg_type_url.clone())).is_none() {
+            Msg::Revoke {
+                granter,
+                grantee,
+                msg_type_url,
+            } => {
+                if self
+                    .grants
+                    .remove(&(granter.clone(), grantee.clone(), msg_type_url.clone()))
+                    .is_none()
+                {
                     return Err(err(ErrorKind::InvalidRequest, "no such grant"));
                 }
                 Ok(())
             }
             Msg::UpdateParams { authority, params } => {
                 if *authority != self.authority {
-                    return Err(err(ErrorKind::InvalidSigner, format!("expected the authority {}", self.authority)));
+                    return Err(err(
+                        ErrorKind::InvalidSigner,
+                        format!("expected the authority {}", self.authority),
+                    ));
                 }
-                params.validate().map_err(|e| err(ErrorKind::InvalidRequest, e))?;
+                params
+                    .validate()
+                    .map_err(|e| err(ErrorKind::InvalidRequest, e))?;
                 let was = self.params.poc_params.poc_v2_enabled;
                 if !was && params.poc_params.poc_v2_enabled && self.poc_v2_enabled_epoch.is_none() {
                     self.poc_v2_enabled_epoch = Some(self.effective_epoch.index);
@@ -773,22 +1006,51 @@ impl ChainState {
     /// (1128), `start` must be its S (1107), and `h` must be in the PoC exchange window
     /// (batch) or the validation exchange window (validation) (1108). `lower_bound` adds
     /// the window's start, as every handler but the distribution's does.
-    fn check_regular(&self, start: i64, h: i64, window: WindowType, lower_bound: bool) -> ChainResult<()> {
-        let u = self.upcoming_ctx().ok_or_else(|| err(ErrorKind::UpcomingEpochNotFound, "no upcoming epoch"))?;
+    fn check_regular(
+        &self,
+        start: i64,
+        h: i64,
+        window: WindowType,
+        lower_bound: bool,
+    ) -> ChainResult<()> {
+        let u = self
+            .upcoming_ctx()
+            .ok_or_else(|| err(ErrorKind::UpcomingEpochNotFound, "no upcoming epoch"))?;
         if start != u.start_of_poc() {
-            return Err(err(ErrorKind::PocWrongStartBlockHeight, format!("expected stage height {}", u.start_of_poc())));
+            return Err(err(
+                ErrorKind::PocWrongStartBlockHeight,
+                format!("expected stage height {}", u.start_of_poc()),
+            ));
         }
         let w = match window {
             WindowType::Batch => u.poc_exchange_window(),
             WindowType::Validation => u.validation_exchange_window(),
         };
-        let ok = if lower_bound { w.contains(h) } else { h <= w.end };
-        if ok { Ok(()) } else { Err(err(ErrorKind::PocTooLate, format!("height {h} is outside [{}, {}]", w.start, w.end))) }
+        let ok = if lower_bound {
+            w.contains(h)
+        } else {
+            h <= w.end
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(err(
+                ErrorKind::PocTooLate,
+                format!("height {h} is outside [{}, {}]", w.start, w.end),
+            ))
+        }
     }
 }
 
 /// `MsgSubmitPocBatch.ValidateBasic`.
-fn validate_batch_basic(creator: &str, start: i64, batch_id: &str, nonces: &[i64], dist: &[f64], node_id: &str) -> ChainResult<()> {
+fn validate_batch_basic(
+    creator: &str,
+    start: i64,
+    batch_id: &str,
+    nonces: &[i64],
+    dist: &[f64],
+    node_id: &str,
+) -> ChainResult<()> {
     let bad = |m: &str| Err(err(ErrorKind::InvalidRequest, m));
     if !valid_address(creator) {
         return bad("invalid creator address");

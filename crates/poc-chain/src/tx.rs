@@ -38,7 +38,9 @@ impl std::fmt::Debug for PrivateKey {
 impl PrivateKey {
     /// From 32 secret bytes.
     pub fn from_bytes(b: &[u8]) -> Result<Self, String> {
-        SigningKey::from_slice(b).map(Self).map_err(|_| "not a valid secp256k1 secret key (32 bytes, in range)".to_owned())
+        SigningKey::from_slice(b)
+            .map(Self)
+            .map_err(|_| "not a valid secp256k1 secret key (32 bytes, in range)".to_owned())
     }
 
     /// From 64 hex characters.
@@ -69,7 +71,10 @@ impl PrivateKey {
 
     /// Signs a 32-byte digest: 64 bytes `r ‖ s`, low S.
     pub fn sign_digest(&self, digest: &[u8; 32]) -> [u8; 64] {
-        let sig: Signature = self.0.sign_prehash(digest).expect("a 32-byte prehash signs");
+        let sig: Signature = self
+            .0
+            .sign_prehash(digest)
+            .expect("a 32-byte prehash signs");
         let sig = sig.normalize_s();
         sig.to_bytes().into()
     }
@@ -185,7 +190,10 @@ pub fn sign(key: &PrivateKey, chain_id: &str, sequence: u64, msgs: &[TxMsg]) -> 
 
 fn decode_err(e: DecodeError) -> ChainError {
     match e {
-        DecodeError::Unknown(t) => err(ErrorKind::UnknownRequest, format!("unknown message type {t:?}")),
+        DecodeError::Unknown(t) => err(
+            ErrorKind::UnknownRequest,
+            format!("unknown message type {t:?}"),
+        ),
         DecodeError::Malformed(m) => err(ErrorKind::TxDecode, format!("malformed message: {m}")),
     }
 }
@@ -193,21 +201,50 @@ fn decode_err(e: DecodeError) -> ChainError {
 /// Decodes transaction bytes (no state checks).
 pub fn decode(bytes: &[u8]) -> ChainResult<Tx> {
     if bytes.len() > MAX_TX_BYTES {
-        return Err(err(ErrorKind::TxDecode, format!("transaction is {} bytes; the limit is {MAX_TX_BYTES}", bytes.len())));
+        return Err(err(
+            ErrorKind::TxDecode,
+            format!(
+                "transaction is {} bytes; the limit is {MAX_TX_BYTES}",
+                bytes.len()
+            ),
+        ));
     }
-    let t = TxProto::decode(bytes).map_err(|e| err(ErrorKind::TxDecode, format!("transaction does not decode: {e}")))?;
+    let t = TxProto::decode(bytes).map_err(|e| {
+        err(
+            ErrorKind::TxDecode,
+            format!("transaction does not decode: {e}"),
+        )
+    })?;
     if t.messages.is_empty() || t.messages.len() > MAX_MESSAGES {
-        return Err(err(ErrorKind::InvalidRequest, format!("a transaction carries 1..={MAX_MESSAGES} messages, got {}", t.messages.len())));
+        return Err(err(
+            ErrorKind::InvalidRequest,
+            format!(
+                "a transaction carries 1..={MAX_MESSAGES} messages, got {}",
+                t.messages.len()
+            ),
+        ));
     }
     let mut msgs = Vec::with_capacity(t.messages.len());
     for a in &t.messages {
         if a.type_url == proto::MSG_EXEC {
-            let e = MsgExec::decode(a.value.as_slice()).map_err(|e| err(ErrorKind::TxDecode, format!("malformed MsgExec: {e}")))?;
+            let e = MsgExec::decode(a.value.as_slice())
+                .map_err(|e| err(ErrorKind::TxDecode, format!("malformed MsgExec: {e}")))?;
             if e.msgs.is_empty() || e.msgs.len() > MAX_MESSAGES {
-                return Err(err(ErrorKind::InvalidRequest, "MsgExec must carry 1..=64 messages"));
+                return Err(err(
+                    ErrorKind::InvalidRequest,
+                    "MsgExec must carry 1..=64 messages",
+                ));
             }
-            let inner = e.msgs.iter().map(proto::from_any).collect::<Result<Vec<_>, _>>().map_err(decode_err)?;
-            msgs.push(TxMsg::Exec { grantee: e.grantee, msgs: inner });
+            let inner = e
+                .msgs
+                .iter()
+                .map(proto::from_any)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(decode_err)?;
+            msgs.push(TxMsg::Exec {
+                grantee: e.grantee,
+                msgs: inner,
+            });
         } else {
             msgs.push(TxMsg::Direct(proto::from_any(a).map_err(decode_err)?));
         }
@@ -264,32 +301,69 @@ pub fn tx_hash(bytes: &[u8]) -> String {
 /// account's next sequence (the mempool passes its own view).
 pub fn authenticate(state: &ChainState, tx: &Tx, expected_sequence: u64) -> ChainResult<String> {
     if tx.chain_id != state.chain_id {
-        return Err(err(ErrorKind::InvalidChainId, format!("transaction is for chain {:?}, this is {:?}", tx.chain_id, state.chain_id)));
+        return Err(err(
+            ErrorKind::InvalidChainId,
+            format!(
+                "transaction is for chain {:?}, this is {:?}",
+                tx.chain_id, state.chain_id
+            ),
+        ));
     }
     if !valid_pubkey(&tx.pub_key) {
-        return Err(err(ErrorKind::InvalidPubKey, "pub_key must be a 33-byte compressed secp256k1 key"));
+        return Err(err(
+            ErrorKind::InvalidPubKey,
+            "pub_key must be a 33-byte compressed secp256k1 key",
+        ));
     }
     let signer = tx.signer();
     if tx.sequence != expected_sequence {
-        return Err(err(ErrorKind::WrongSequence, format!("account sequence mismatch: expected {expected_sequence}, got {}", tx.sequence)));
+        return Err(err(
+            ErrorKind::WrongSequence,
+            format!(
+                "account sequence mismatch: expected {expected_sequence}, got {}",
+                tx.sequence
+            ),
+        ));
     }
     if !verify_digest(&tx.pub_key, &tx.sign_digest(), &tx.signature) {
-        return Err(err(ErrorKind::Unauthorized, "signature verification failed: check the key, chain id and sequence"));
+        return Err(err(
+            ErrorKind::Unauthorized,
+            "signature verification failed: check the key, chain id and sequence",
+        ));
     }
     for m in &tx.msgs {
         match m {
             TxMsg::Direct(m) => {
                 if m.signer() != signer {
-                    return Err(err(ErrorKind::Unauthorized, format!("{} must be signed by {}, not {signer}", m.type_url(), m.signer())));
+                    return Err(err(
+                        ErrorKind::Unauthorized,
+                        format!(
+                            "{} must be signed by {}, not {signer}",
+                            m.type_url(),
+                            m.signer()
+                        ),
+                    ));
                 }
             }
             TxMsg::Exec { grantee, msgs } => {
                 if *grantee != signer {
-                    return Err(err(ErrorKind::Unauthorized, format!("MsgExec grantee {grantee} is not the signer {signer}")));
+                    return Err(err(
+                        ErrorKind::Unauthorized,
+                        format!("MsgExec grantee {grantee} is not the signer {signer}"),
+                    ));
                 }
                 for inner in msgs {
-                    if inner.signer() != signer && !state.is_granted(inner.signer(), &signer, inner.type_url()) {
-                        return Err(err(ErrorKind::Unauthorized, format!("{} has not granted {signer} {}", inner.signer(), inner.type_url())));
+                    if inner.signer() != signer
+                        && !state.is_granted(inner.signer(), &signer, inner.type_url())
+                    {
+                        return Err(err(
+                            ErrorKind::Unauthorized,
+                            format!(
+                                "{} has not granted {signer} {}",
+                                inner.signer(),
+                                inner.type_url()
+                            ),
+                        ));
                     }
                 }
             }
@@ -300,10 +374,15 @@ pub fn authenticate(state: &ChainState, tx: &Tx, expected_sequence: u64) -> Chai
 
 /// CheckTx: decoding, authentication and the ante rules of §1.5, against `state` (the
 /// last committed block) and the mempool's expected sequence. Never changes state.
-pub fn check_tx(state: &ChainState, bytes: &[u8], expected_sequence: Option<u64>) -> (TxResult, Option<(String, u64)>) {
+pub fn check_tx(
+    state: &ChainState,
+    bytes: &[u8],
+    expected_sequence: Option<u64>,
+) -> (TxResult, Option<(String, u64)>) {
     let r = (|| {
         let tx = decode(bytes)?;
-        let seq = expected_sequence.unwrap_or_else(|| state.sequences.get(&tx.signer()).copied().unwrap_or(0));
+        let seq = expected_sequence
+            .unwrap_or_else(|| state.sequences.get(&tx.signer()).copied().unwrap_or(0));
         let signer = authenticate(state, &tx, seq)?;
         let next = state.height + 1;
         for m in tx.inner() {
@@ -329,7 +408,10 @@ pub fn deliver_tx(state: &mut ChainState, ctx: &BlockContext, bytes: &[u8]) -> T
         Err(e) => return TxResult::new(bytes, Err(e)),
     };
     state.sequences.insert(signer.clone(), seq + 1);
-    state.accounts.entry(signer).or_insert_with(|| hex::encode(&tx.pub_key));
+    state
+        .accounts
+        .entry(signer)
+        .or_insert_with(|| hex::encode(&tx.pub_key));
     let msgs: Vec<&Msg> = tx.inner().collect();
     let r = if msgs.len() == 1 {
         state.deliver(ctx, msgs[0])

@@ -24,7 +24,12 @@ pub struct VoteRules {
 
 /// `pocValidated` (baseline v0.2.10): `votes` are `(validator, validated_weight)` of
 /// validators present in `weights`.
-pub fn poc_validated(participant: &str, weights: &BTreeMap<String, i64>, votes: &[(String, i64)], rules: &VoteRules) -> bool {
+pub fn poc_validated(
+    participant: &str,
+    weights: &BTreeMap<String, i64>,
+    votes: &[(String, i64)],
+    rules: &VoteRules,
+) -> bool {
     if weights.is_empty() {
         return true;
     }
@@ -87,18 +92,26 @@ pub fn poc_validated_v1(weights: &BTreeMap<String, i64>, votes: &[(String, bool)
         return true;
     }
     let total: i64 = weights.values().filter(|w| **w >= 0).sum();
-    let valid: i64 = votes.iter().filter(|(_, fraud)| !fraud).map(|(v, _)| weights.get(v).copied().unwrap_or(0)).sum();
+    let valid: i64 = votes
+        .iter()
+        .filter(|(_, fraud)| !fraud)
+        .map(|(v, _)| weights.get(v).copied().unwrap_or(0))
+        .sum();
     valid > total / 2
 }
 
 /// The time normalisation factor (§5.4): `((stage + exchange) × 5.41 s) / measured`, in
 /// shopspring arithmetic, then as an 18-place `LegacyDec`; 1 when not measurable.
 pub fn time_factor(snapshot: &ValidationSnapshot, p: &EpochParams) -> LegacyDec {
-    let (g, e) = (snapshot.generation_start_timestamp, snapshot.exchange_end_timestamp);
+    let (g, e) = (
+        snapshot.generation_start_timestamp,
+        snapshot.exchange_end_timestamp,
+    );
     if g == 0 || e == 0 || e - g <= 0 {
         return LegacyDec::one();
     }
-    let nominal = Dec::from_i128(i128::from(p.poc_stage_duration + p.poc_exchange_duration)).mul(&Dec::parse(NOMINAL_BLOCK_SECONDS).expect("constant"));
+    let nominal = Dec::from_i128(i128::from(p.poc_stage_duration + p.poc_exchange_duration))
+        .mul(&Dec::parse(NOMINAL_BLOCK_SECONDS).expect("constant"));
     match nominal.div(&Dec::from_i128(i128::from(e - g))) {
         Some(f) => f.to_legacy_fixed18(),
         None => LegacyDec::one(),
@@ -129,7 +142,12 @@ pub fn calculate_v2(
 ) -> Vec<ActiveParticipant> {
     let mut out = Vec::new();
     for e in entries {
-        let votes: Vec<(String, i64)> = e.votes.iter().filter(|(v, _)| validator_weights.contains_key(v)).cloned().collect();
+        let votes: Vec<(String, i64)> = e
+            .votes
+            .iter()
+            .filter(|(v, _)| validator_weights.contains_key(v))
+            .cloned()
+            .collect();
         if votes.is_empty() {
             continue;
         }
@@ -143,7 +161,10 @@ pub fn calculate_v2(
             .iter()
             .map(|w| MlNodeAllocation {
                 node_id: w.node_id.clone(),
-                poc_weight: combined.mul_i64(i64::from(w.weight)).truncate_i64().unwrap_or(0),
+                poc_weight: combined
+                    .mul_i64(i64::from(w.weight))
+                    .truncate_i64()
+                    .unwrap_or(0),
                 poc_slot: false,
             })
             .collect();
@@ -179,7 +200,12 @@ impl ChainState {
     /// Guardians for the tie-break, as account addresses.
     pub fn guardian_rules(&self) -> Option<Vec<String>> {
         let a = &self.params.access_params;
-        a.genesis_guardian_enabled.then(|| a.guardian_addresses.iter().filter_map(|g| address::to_account(g)).collect())
+        a.genesis_guardian_enabled.then(|| {
+            a.guardian_addresses
+                .iter()
+                .filter_map(|g| address::to_account(g))
+                .collect()
+        })
     }
 
     /// Whether the allowlist admits `addr`.
@@ -190,7 +216,10 @@ impl ChainState {
 
     /// Validator weights of the effective epoch's group.
     pub fn current_validator_weights(&self) -> BTreeMap<String, i64> {
-        self.epoch_groups.get(&self.effective_epoch.index).map(|g| g.members.clone()).unwrap_or_default()
+        self.epoch_groups
+            .get(&self.effective_epoch.index)
+            .map(|g| g.members.clone())
+            .unwrap_or_default()
     }
 
     /// `(combined factor, vote rules, validator weights)` for a stage, from its snapshot.
@@ -204,7 +233,11 @@ impl ChainState {
         let mut factor = LegacyDec::one();
         if let Some(snap) = self.snapshots.get(&stage) {
             if pp.validation_slots > 0 {
-                rules.slots = Some((snap.app_hash.clone(), snap.validator_weights.clone(), pp.validation_slots));
+                rules.slots = Some((
+                    snap.app_hash.clone(),
+                    snap.validator_weights.clone(),
+                    pp.validation_slots,
+                ));
                 weights = snap.validator_weights.iter().cloned().collect();
             }
             if pp.poc_normalization_enabled {
@@ -217,11 +250,16 @@ impl ChainState {
 
     fn votes_v2(&self, stage: i64) -> BTreeMap<String, Vec<(String, i64)>> {
         let mut by: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
-        for ((_, p, v), val) in self.validations_v2.range((stage, String::new(), String::new())..) {
+        for ((_, p, v), val) in self
+            .validations_v2
+            .range((stage, String::new(), String::new())..)
+        {
             if val.poc_stage_start_block_height != stage {
                 break;
             }
-            by.entry(p.clone()).or_default().push((v.clone(), val.validated_weight));
+            by.entry(p.clone())
+                .or_default()
+                .push((v.clone(), val.validated_weight));
         }
         by
     }
@@ -232,7 +270,9 @@ impl ChainState {
         if let Some(g) = self.epoch_groups.get(&self.effective_epoch.index) {
             for p in &g.participants {
                 for n in p.ml_nodes.iter().filter(|n| n.poc_slot) {
-                    out.entry(p.index.clone()).or_default().insert(n.node_id.clone());
+                    out.entry(p.index.clone())
+                        .or_default()
+                        .insert(n.node_id.clone());
                 }
             }
         }
@@ -243,27 +283,40 @@ impl ChainState {
     /// registration/allowlist/seed pre-checks of regular PoC.
     fn v2_entries(&self, stage: i64, regular: Option<u64>) -> Vec<CalcEntry> {
         let votes = self.votes_v2(stage);
-        let inference = if regular.is_some() { self.inference_nodes() } else { BTreeMap::new() };
+        let inference = if regular.is_some() {
+            self.inference_nodes()
+        } else {
+            BTreeMap::new()
+        };
         let mut out = Vec::new();
         for ((_, addr), c) in self.commits.range((stage, String::new())..) {
             if c.poc_stage_start_block_height != stage {
                 break;
             }
             let mut count = c.count;
-            let mut distribution = self.distributions.get(&(stage, addr.clone())).map(|d| d.weights.clone());
+            let mut distribution = self
+                .distributions
+                .get(&(stage, addr.clone()))
+                .map(|d| d.weights.clone());
             if let Some(epoch) = regular {
                 let Some(dist) = distribution.take() else {
                     continue;
                 };
                 let skip = inference.get(addr);
-                let kept: Vec<MlNodeWeight> = dist.into_iter().filter(|w| !skip.is_some_and(|s| s.contains(&w.node_id))).collect();
+                let kept: Vec<MlNodeWeight> = dist
+                    .into_iter()
+                    .filter(|w| !skip.is_some_and(|s| s.contains(&w.node_id)))
+                    .collect();
                 let sum: u64 = kept.iter().map(|w| u64::from(w.weight)).sum();
                 if sum == 0 {
                     continue;
                 }
                 count = u32::try_from(sum).unwrap_or(u32::MAX);
                 distribution = Some(kept);
-                if !self.is_allowed(addr) || !self.participants.contains_key(addr) || !self.seeds.contains_key(&(epoch, addr.clone())) {
+                if !self.is_allowed(addr)
+                    || !self.participants.contains_key(addr)
+                    || !self.seeds.contains_key(&(epoch, addr.clone()))
+                {
                     continue;
                 }
             }
@@ -285,7 +338,12 @@ impl ChainState {
         }
         if let Some(g) = self.epoch_groups.get(&self.effective_epoch.index) {
             for p in &g.participants {
-                let nodes: Vec<MlNodeAllocation> = p.ml_nodes.iter().filter(|n| n.poc_slot && !n.node_id.is_empty()).cloned().collect();
+                let nodes: Vec<MlNodeAllocation> = p
+                    .ml_nodes
+                    .iter()
+                    .filter(|n| n.poc_slot && !n.node_id.is_empty())
+                    .cloned()
+                    .collect();
                 if nodes.is_empty() {
                     continue;
                 }
@@ -304,7 +362,11 @@ impl ChainState {
     }
 
     /// `ComputeNewWeights` (V2) for the upcoming epoch starting at `stage`.
-    pub fn compute_new_weights_v2(&self, upcoming_index: u64, stage: i64) -> Vec<ActiveParticipant> {
+    pub fn compute_new_weights_v2(
+        &self,
+        upcoming_index: u64,
+        stage: i64,
+    ) -> Vec<ActiveParticipant> {
         let (combined, rules, weights) = self.stage_inputs(stage);
         let entries = self.v2_entries(stage, Some(upcoming_index));
         let computed = calculate_v2(self, &entries, upcoming_index, &weights, &combined, &rules);
@@ -312,22 +374,41 @@ impl ChainState {
     }
 
     /// The V2 confirmation calculator: `address → weight` for an event.
-    pub fn confirmation_weights_v2(&self, epoch_index: u64, trigger_height: i64) -> BTreeMap<String, i64> {
+    pub fn confirmation_weights_v2(
+        &self,
+        epoch_index: u64,
+        trigger_height: i64,
+    ) -> BTreeMap<String, i64> {
         let (combined, rules, weights) = self.stage_inputs(trigger_height);
         let entries = self.v2_entries(trigger_height, None);
-        calculate_v2(self, &entries, epoch_index, &weights, &combined, &rules).into_iter().map(|p| (p.index, p.weight)).collect()
+        calculate_v2(self, &entries, epoch_index, &weights, &combined, &rules)
+            .into_iter()
+            .map(|p| (p.index, p.weight))
+            .collect()
     }
 
     /// `ComputeNewWeightsV1` for a stage (§5.5). `filter_inference` drops batches of the
     /// effective epoch's inference-serving nodes (regular PoC).
-    pub fn compute_new_weights_v1(&self, seed_epoch: u64, stage: i64, filter_inference: bool) -> Vec<ActiveParticipant> {
+    pub fn compute_new_weights_v1(
+        &self,
+        seed_epoch: u64,
+        stage: i64,
+        filter_inference: bool,
+    ) -> Vec<ActiveParticipant> {
         let weights = self.current_validator_weights();
         let scale = self.params.poc_params.weight_scale().to_legacy();
-        let inference = if filter_inference { self.inference_nodes() } else { BTreeMap::new() };
+        let inference = if filter_inference {
+            self.inference_nodes()
+        } else {
+            BTreeMap::new()
+        };
         // participant → node → weight
         let mut per: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         let mut seen: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-        for ((_, addr, _), b) in self.batches_v1.range((stage, String::new(), String::new())..) {
+        for ((_, addr, _), b) in self
+            .batches_v1
+            .range((stage, String::new(), String::new())..)
+        {
             if b.poc_stage_start_block_height != stage {
                 break;
             }
@@ -337,15 +418,24 @@ impl ChainState {
             let seen = seen.entry(addr.clone()).or_default();
             let fresh = b.nonces.iter().filter(|n| seen.insert(**n)).count() as i64;
             let w = scale.mul_i64(fresh).truncate_i64().unwrap_or(0);
-            *per.entry(addr.clone()).or_default().entry(b.node_id.clone()).or_default() += w;
+            *per.entry(addr.clone())
+                .or_default()
+                .entry(b.node_id.clone())
+                .or_default() += w;
         }
         let mut votes: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
-        for ((_, p, v), val) in self.validations_v1.range((stage, String::new(), String::new())..) {
+        for ((_, p, v), val) in self
+            .validations_v1
+            .range((stage, String::new(), String::new())..)
+        {
             if val.poc_stage_start_block_height != stage {
                 break;
             }
             if weights.contains_key(v) {
-                votes.entry(p.clone()).or_default().push((v.clone(), val.fraud_detected));
+                votes
+                    .entry(p.clone())
+                    .or_default()
+                    .push((v.clone(), val.fraud_detected));
             }
         }
         let mut out = Vec::new();
@@ -354,7 +444,9 @@ impl ChainState {
             if total < 1 || !self.is_allowed(&addr) {
                 continue;
             }
-            let Some(p) = self.participants.get(&addr) else { continue };
+            let Some(p) = self.participants.get(&addr) else {
+                continue;
+            };
             if p.validator_key.is_empty() {
                 continue;
             }
@@ -362,7 +454,9 @@ impl ChainState {
             if v.is_empty() || !poc_validated_v1(&weights, &v) {
                 continue;
             }
-            let Some(seed) = self.seeds.get(&(seed_epoch, addr.clone())) else { continue };
+            let Some(seed) = self.seeds.get(&(seed_epoch, addr.clone())) else {
+                continue;
+            };
             out.push(ActiveParticipant {
                 index: addr.clone(),
                 validator_key: p.validator_key.clone(),
@@ -385,7 +479,10 @@ impl ChainState {
 
 /// Merges preserved participants with PoC results: node arrays merged by node id
 /// (preserved first), weight = Σ poc_weight; PoC-only participants appended.
-fn merge(mut preserved: BTreeMap<String, ActiveParticipant>, computed: Vec<ActiveParticipant>) -> Vec<ActiveParticipant> {
+fn merge(
+    mut preserved: BTreeMap<String, ActiveParticipant>,
+    computed: Vec<ActiveParticipant>,
+) -> Vec<ActiveParticipant> {
     let mut out = Vec::new();
     let mut extra = Vec::new();
     for c in computed {
@@ -416,10 +513,19 @@ pub fn allocate_poc_slots(participants: &mut [ActiveParticipant], fraction: &Dec
     for p in participants {
         let n = p.ml_nodes.len();
         let k = Dec::from_u64(n as u64).mul(fraction).to_plain_string();
-        let k: usize = k.split('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let k: usize = k
+            .split('.')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let k = k.min(n.saturating_sub(1));
         let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|a, b| p.ml_nodes[*b].poc_weight.cmp(&p.ml_nodes[*a].poc_weight).then(p.ml_nodes[*a].node_id.cmp(&p.ml_nodes[*b].node_id)));
+        order.sort_by(|a, b| {
+            p.ml_nodes[*b]
+                .poc_weight
+                .cmp(&p.ml_nodes[*a].poc_weight)
+                .then(p.ml_nodes[*a].node_id.cmp(&p.ml_nodes[*b].node_id))
+        });
         for (rank, i) in order.into_iter().enumerate() {
             p.ml_nodes[i].poc_slot = rank < k;
         }
@@ -438,22 +544,55 @@ mod tests {
         pairs.iter().map(|(a, b)| (a.to_string(), *b)).collect()
     }
 
-    const NO_GUARDIANS: VoteRules = VoteRules { guardians: None, slots: None };
+    const NO_GUARDIANS: VoteRules = VoteRules {
+        guardians: None,
+        slots: None,
+    };
 
     #[test]
     fn two_thirds_of_all_weight_with_abstentions_counting_against() {
         let weights = w(&[("a", 10), ("b", 10), ("c", 10)]);
         // 20 of 30: not > floor(30·2/3) = 20 → undecided → no guardians → reject.
-        assert!(!poc_validated("p", &weights, &votes(&[("a", 200), ("b", 200)]), &NO_GUARDIANS));
-        assert!(poc_validated("p", &weights, &votes(&[("a", 200), ("b", 200), ("c", 1)]), &NO_GUARDIANS));
+        assert!(!poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 200), ("b", 200)]),
+            &NO_GUARDIANS
+        ));
+        assert!(poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 200), ("b", 200), ("c", 1)]),
+            &NO_GUARDIANS
+        ));
         // An abstaining heavy validator blocks acceptance.
         let weights = w(&[("a", 10), ("b", 10), ("c", 100)]);
-        assert!(!poc_validated("p", &weights, &votes(&[("a", 1), ("b", 1)]), &NO_GUARDIANS));
+        assert!(!poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 1), ("b", 1)]),
+            &NO_GUARDIANS
+        ));
         // Invalid votes (≤ 0) with > 2/3.
         let weights = w(&[("a", 1), ("b", 10)]);
-        assert!(!poc_validated("p", &weights, &votes(&[("b", -1), ("a", 5)]), &NO_GUARDIANS));
-        assert!(poc_validated("p", &weights, &votes(&[("b", 5)]), &NO_GUARDIANS));
-        assert!(!poc_validated("p", &weights, &votes(&[("b", 0)]), &NO_GUARDIANS));
+        assert!(!poc_validated(
+            "p",
+            &weights,
+            &votes(&[("b", -1), ("a", 5)]),
+            &NO_GUARDIANS
+        ));
+        assert!(poc_validated(
+            "p",
+            &weights,
+            &votes(&[("b", 5)]),
+            &NO_GUARDIANS
+        ));
+        assert!(!poc_validated(
+            "p",
+            &weights,
+            &votes(&[("b", 0)]),
+            &NO_GUARDIANS
+        ));
         // Empty weight map: bootstrap acceptance.
         assert!(poc_validated("p", &BTreeMap::new(), &[], &NO_GUARDIANS));
     }
@@ -466,9 +605,19 @@ mod tests {
             slots: None,
         };
         // Split 10 valid / 10 invalid: undecided, guardian valid → accept.
-        assert!(poc_validated("p", &weights, &votes(&[("a", 1), ("b", -1), ("g", 1)]), &rules));
+        assert!(poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 1), ("b", -1), ("g", 1)]),
+            &rules
+        ));
         // Guardian invalid → reject.
-        assert!(!poc_validated("p", &weights, &votes(&[("a", 1), ("g", -1)]), &rules));
+        assert!(!poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 1), ("g", -1)]),
+            &rules
+        ));
         // No guardian vote → reject.
         assert!(!poc_validated("p", &weights, &votes(&[("a", 1)]), &rules));
         // Two guardians split → reject.
@@ -477,11 +626,29 @@ mod tests {
             guardians: Some(vec!["g".into(), "h".into()]),
             slots: None,
         };
-        assert!(!poc_validated("p", &weights, &votes(&[("a", 1), ("g", 1), ("h", -1)]), &rules));
-        assert!(poc_validated("p", &weights, &votes(&[("a", 1), ("g", 1), ("h", 1)]), &rules));
+        assert!(!poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 1), ("g", 1), ("h", -1)]),
+            &rules
+        ));
+        assert!(poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 1), ("g", 1), ("h", 1)]),
+            &rules
+        ));
         // Empty guardian list behaves like disabled.
-        let rules = VoteRules { guardians: Some(vec![]), slots: None };
-        assert!(!poc_validated("p", &w(&[("a", 1), ("b", 1)]), &votes(&[("a", 1)]), &rules));
+        let rules = VoteRules {
+            guardians: Some(vec![]),
+            slots: None,
+        };
+        assert!(!poc_validated(
+            "p",
+            &w(&[("a", 1), ("b", 1)]),
+            &votes(&[("a", 1)]),
+            &rules
+        ));
     }
 
     #[test]
@@ -495,16 +662,35 @@ mod tests {
         let assigned = slots::assign("00ff", "p", &snap, 6);
         let a_slots = assigned.iter().filter(|v| *v == "a").count() as i64;
         // Only "a" votes valid: accepted iff a holds more than floor(6·2/3)=4 slots.
-        assert_eq!(poc_validated("p", &weights, &votes(&[("a", 1)]), &rules), a_slots > 4);
-        assert!(poc_validated("p", &weights, &votes(&[("a", 1), ("b", 1)]), &rules));
-        assert!(!poc_validated("p", &weights, &votes(&[("a", -1), ("b", -1)]), &rules));
+        assert_eq!(
+            poc_validated("p", &weights, &votes(&[("a", 1)]), &rules),
+            a_slots > 4
+        );
+        assert!(poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", 1), ("b", 1)]),
+            &rules
+        ));
+        assert!(!poc_validated(
+            "p",
+            &weights,
+            &votes(&[("a", -1), ("b", -1)]),
+            &rules
+        ));
     }
 
     #[test]
     fn v1_simple_majority() {
         let weights = w(&[("a", 10), ("b", 10), ("c", 1)]);
-        assert!(poc_validated_v1(&weights, &[("a".into(), false), ("c".into(), false)]));
-        assert!(!poc_validated_v1(&weights, &[("a".into(), false), ("b".into(), true)]));
+        assert!(poc_validated_v1(
+            &weights,
+            &[("a".into(), false), ("c".into(), false)]
+        ));
+        assert!(!poc_validated_v1(
+            &weights,
+            &[("a".into(), false), ("b".into(), true)]
+        ));
         assert!(!poc_validated_v1(&weights, &[("a".into(), false)]));
     }
 
@@ -524,10 +710,16 @@ mod tests {
             exchange_end_timestamp: e,
         };
         // 7 × 5.41 / 30 = 1.262333… → 16 places 1.2623333333333333.
-        assert_eq!(time_factor(&snap(100, 130), &p).to_fixed_string(), "1.262333333333333300");
+        assert_eq!(
+            time_factor(&snap(100, 130), &p).to_fixed_string(),
+            "1.262333333333333300"
+        );
         assert_eq!(time_factor(&snap(0, 130), &p), LegacyDec::one());
         assert_eq!(time_factor(&snap(130, 130), &p), LegacyDec::one());
-        assert_eq!(time_factor(&snap(100, 100 + 3787), &p).to_fixed_string(), "0.010000000000000000");
+        assert_eq!(
+            time_factor(&snap(100, 100 + 3787), &p).to_fixed_string(),
+            "0.010000000000000000"
+        );
     }
 
     #[test]
