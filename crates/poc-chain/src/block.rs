@@ -534,3 +534,13 @@ impl ChainState {
         }
     }
 }
+
+impl ChainState {
+    /// The state at genesis with its app hash computed (the app hash block 1's header
+    /// carries).
+    pub fn genesis_state(g: &crate::state::Genesis) -> Self {
+        let mut s = Self::from_genesis(g);
+        s.app_hash = s.compute_app_hash();
+        s
+    }
+}

@@ -7,6 +7,7 @@
 //! `(state, block)` that a single block producer or a replicated BFT engine can drive.
 
 pub mod address;
+pub mod api;
 pub mod block;
 pub mod confirmation;
 pub mod decimal;

@@ -1075,3 +1075,46 @@ fn validate_batch_basic(
     }
     Ok(())
 }
+
+impl Genesis {
+    /// Checks everything a chain needs from its genesis, with a message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.chain_id.trim().is_empty() || self.chain_id.len() > 64 {
+            return Err("chain_id must be 1..=64 characters".into());
+        }
+        if !valid_address(&self.authority) {
+            return Err(format!(
+                "authority {:?} is not a gonka1… address",
+                self.authority
+            ));
+        }
+        self.params.validate().map_err(|e| format!("params: {e}"))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.participants.iter().enumerate() {
+            if !valid_address(&p.address) {
+                return Err(format!(
+                    "participants[{i}].address {:?} is not a gonka1… address",
+                    p.address
+                ));
+            }
+            if !seen.insert(&p.address) {
+                return Err(format!(
+                    "participants[{i}].address {} is listed twice",
+                    p.address
+                ));
+            }
+            let key = hex::decode(&p.hex_pub_key)
+                .map_err(|_| format!("participants[{i}].hex_pub_key is not hex"))?;
+            if !crate::tx::valid_pubkey(&key) || crate::address::from_pubkey(&key) != p.address {
+                return Err(format!(
+                    "participants[{i}].hex_pub_key is not the compressed key of {}",
+                    p.address
+                ));
+            }
+            if p.weight < 0 {
+                return Err(format!("participants[{i}].weight must not be negative"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! # poc-chain-client: the chain node's REST API from Rust
+//!
+//! [`ChainClient`] wraps every query of the node (the reference's paths under
+//! `/productscience/inference/inference/…` plus status, accounts, blocks and
+//! transactions); [`TxSigner`] signs and broadcasts transactions for one key, tracking its
+//! account sequence.
+
+use std::time::Duration;
+
+use poc_chain::api::*;
+use poc_chain::tx::{self, PrivateKey, TxMsg};
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connection or protocol failure (transient: retry).
+    #[error("chain node at {url} is unreachable: {source}")]
+    Http {
+        /// URL.
+        url: String,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The node answered with an error status.
+    #[error("chain node answered {status} for {url}: {message}")]
+    Status {
+        /// URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The node's message.
+        message: String,
+    },
+    /// The answer does not parse.
+    #[error("chain node's answer for {url} does not parse: {msg}")]
+    Decode {
+        /// URL.
+        url: String,
+        /// Parser message.
+        msg: String,
+    },
+}
+
+impl ClientError {
+    /// Whether retrying may help (network errors, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http { .. } => true,
+            Self::Status { status, .. } => *status >= 500,
+            Self::Decode { .. } => false,
+        }
+    }
+
+    /// HTTP status, if the node answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one node.
+#[derive(Debug, Clone)]
+pub struct ChainClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ChainClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:1317`), with a 35 s request timeout
+    /// (block-mode broadcasts wait up to 30 s).
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(35))
+            .build()
+            .expect("the HTTP client builds");
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn read<T: DeserializeOwned>(
+        url: String,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, ClientError> {
+        let resp = resp.map_err(|source| ClientError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|source| ClientError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Status {
+                url,
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            url,
+            msg: e.to_string(),
+        })
+    }
+
+    /// GET a path below the base.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let r = self.http.get(&url).send().await;
+        Self::read(url, r).await
+    }
+
+    async fn q<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.get(&format!("{PREFIX}{path}")).await
+    }
+
+    async fn opt<T>(r: Result<T, ClientError>) -> Result<Option<T>, ClientError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.get("/status").await
+    }
+
+    /// `epoch_info`.
+    pub async fn epoch_info(&self) -> Result<EpochInfoResponse, ClientError> {
+        self.q("/epoch_info").await
+    }
+
+    /// `params`.
+    pub async fn params(&self) -> Result<ParamsResponse, ClientError> {
+        self.q("/params").await
+    }
+
+    /// `poc_v2_store_commit/{h}/{addr}`.
+    pub async fn store_commit(
+        &self,
+        h: i64,
+        addr: &str,
+    ) -> Result<StoreCommitResponse, ClientError> {
+        self.q(&format!("/poc_v2_store_commit/{h}/{addr}")).await
+    }
+
+    /// `mlnode_weight_distribution/{h}/{addr}`.
+    pub async fn distribution(
+        &self,
+        h: i64,
+        addr: &str,
+    ) -> Result<DistributionResponse, ClientError> {
+        self.q(&format!("/mlnode_weight_distribution/{h}/{addr}"))
+            .await
+    }
+
+    /// `all_poc_v2_store_commits/{h}`.
+    pub async fn all_commits(&self, h: i64) -> Result<AllCommitsResponse, ClientError> {
+        self.q(&format!("/all_poc_v2_store_commits/{h}")).await
+    }
+
+    /// `all_mlnode_weight_distributions/{h}`.
+    pub async fn all_distributions(&self, h: i64) -> Result<AllDistributionsResponse, ClientError> {
+        self.q(&format!("/all_mlnode_weight_distributions/{h}"))
+            .await
+    }
+
+    /// `poc_v2_validations_for_stage/{h}`.
+    pub async fn validations_v2(&self, h: i64) -> Result<ValidationsV2Response, ClientError> {
+        self.q(&format!("/poc_v2_validations_for_stage/{h}")).await
+    }
+
+    /// `confirmation_poc_events/{epoch}`.
+    pub async fn confirmation_events(&self, epoch: u64) -> Result<EventsResponse, ClientError> {
+        self.q(&format!("/confirmation_poc_events/{epoch}")).await
+    }
+
+    /// `active_confirmation_poc_event`.
+    pub async fn active_event(&self) -> Result<ActiveEventResponse, ClientError> {
+        self.q("/active_confirmation_poc_event").await
+    }
+
+    /// `poc_validation_snapshot/{h}`.
+    pub async fn snapshot(&self, h: i64) -> Result<SnapshotResponse, ClientError> {
+        self.q(&format!("/poc_validation_snapshot/{h}")).await
+    }
+
+    /// v1 `poc_batches_for_stage/{h}`.
+    pub async fn batches(&self, h: i64) -> Result<BatchesResponse, ClientError> {
+        self.q(&format!("/poc_batches_for_stage/{h}")).await
+    }
+
+    /// v1 `poc_validations_for_stage/{h}`.
+    pub async fn validations_v1(&self, h: i64) -> Result<ValidationsV1Response, ClientError> {
+        self.q(&format!("/poc_validations_for_stage/{h}")).await
+    }
+
+    /// v1 `count_po_c_batches_at_height/{h}`.
+    pub async fn count_batches(&self, h: i64) -> Result<u64, ClientError> {
+        Ok(self
+            .q::<CountResponse>(&format!("/count_po_c_batches_at_height/{h}"))
+            .await?
+            .count)
+    }
+
+    /// v1 `count_po_c_validations_at_height/{h}`.
+    pub async fn count_validations(&self, h: i64) -> Result<u64, ClientError> {
+        Ok(self
+            .q::<CountResponse>(&format!("/count_po_c_validations_at_height/{h}"))
+            .await?
+            .count)
+    }
+
+    /// `participant/{addr}`; `None` if not registered.
+    pub async fn participant(
+        &self,
+        addr: &str,
+    ) -> Result<Option<ParticipantResponse>, ClientError> {
+        Self::opt(self.q(&format!("/participant/{addr}")).await).await
+    }
+
+    /// `participants`.
+    pub async fn participants(&self) -> Result<ParticipantsResponse, ClientError> {
+        self.q("/participants").await
+    }
+
+    /// `grantees_by_message_type/{granter}/{type_url}`.
+    pub async fn grantees(
+        &self,
+        granter: &str,
+        type_url: &str,
+    ) -> Result<GranteesResponse, ClientError> {
+        self.q(&format!(
+            "/grantees_by_message_type/{granter}/{}",
+            type_url.trim_start_matches('/')
+        ))
+        .await
+    }
+
+    /// `epoch_group/{epoch}`; `None` before the epoch's weights exist.
+    pub async fn epoch_group(&self, epoch: u64) -> Result<Option<EpochGroupResponse>, ClientError> {
+        Self::opt(self.q(&format!("/epoch_group/{epoch}")).await).await
+    }
+
+    /// `GET /accounts/{addr}`.
+    pub async fn account(&self, addr: &str) -> Result<AccountResponse, ClientError> {
+        self.get(&format!("/accounts/{addr}")).await
+    }
+
+    /// `GET /blocks/{h}` as JSON.
+    pub async fn block(&self, h: i64) -> Result<Option<serde_json::Value>, ClientError> {
+        Self::opt(self.get(&format!("/blocks/{h}")).await).await
+    }
+
+    /// `GET /txs/{hash}`; `None` while not in a block.
+    pub async fn tx(&self, hash: &str) -> Result<Option<TxResponse>, ClientError> {
+        Ok(
+            Self::opt(self.get::<BroadcastResponse>(&format!("/txs/{hash}")).await)
+                .await?
+                .map(|r| r.tx_response),
+        )
+    }
+
+    /// `POST /txs`.
+    pub async fn broadcast(
+        &self,
+        tx_bytes: Vec<u8>,
+        mode: BroadcastMode,
+    ) -> Result<TxResponse, ClientError> {
+        let url = format!("{}/txs", self.base);
+        let r = self
+            .http
+            .post(&url)
+            .json(&BroadcastRequest { tx_bytes, mode })
+            .send()
+            .await;
+        Ok(Self::read::<BroadcastResponse>(url, r).await?.tx_response)
+    }
+}
+
+/// Signs and broadcasts transactions for one key, keeping track of its sequence.
+pub struct TxSigner {
+    client: ChainClient,
+    key: PrivateKey,
+    chain_id: Mutex<Option<String>>,
+    sequence: Mutex<Option<u64>>,
+}
+
+impl TxSigner {
+    /// A signer for `key` on the node behind `client`.
+    pub fn new(client: ChainClient, key: PrivateKey) -> Self {
+        Self {
+            client,
+            key,
+            chain_id: Mutex::new(None),
+            sequence: Mutex::new(None),
+        }
+    }
+
+    /// The signing key's address.
+    pub fn address(&self) -> String {
+        self.key.address()
+    }
+
+    /// The client.
+    pub fn client(&self) -> &ChainClient {
+        &self.client
+    }
+
+    /// Signs `msgs` at the next sequence and broadcasts them. A sequence mismatch (another
+    /// process used the key, or a transaction was dropped) refreshes the sequence from the
+    /// chain and retries once. The sequence advances only when the node accepted the
+    /// transaction into its mempool.
+    pub async fn send(
+        &self,
+        msgs: &[TxMsg],
+        mode: BroadcastMode,
+    ) -> Result<TxResponse, ClientError> {
+        let chain_id = {
+            let mut c = self.chain_id.lock().await;
+            if c.is_none() {
+                *c = Some(self.client.status().await?.chain_id);
+            }
+            c.clone().expect("set")
+        };
+        let mut seq = self.sequence.lock().await;
+        for attempt in 0..2 {
+            if seq.is_none() || attempt > 0 {
+                *seq = Some(self.client.account(&self.key.address()).await?.sequence);
+            }
+            let s = seq.expect("set");
+            let bytes = tx::sign(&self.key, &chain_id, s, msgs);
+            let r = self.client.broadcast(bytes, mode).await?;
+            if r.result.code == 32 && r.result.codespace == "sdk" && attempt == 0 {
+                continue;
+            }
+            if r.result.code == 0 || r.height > 0 {
+                *seq = Some(s + 1);
+            }
+            return Ok(r);
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Forgets the cached sequence (next send reads it from the chain).
+    pub async fn reset(&self) {
+        *self.sequence.lock().await = None;
+    }
+}
