@@ -774,3 +774,129 @@ fn confirmation_trigger_is_a_function_of_the_block_hash() {
     assert_eq!(a.state.confirmation_events, b.state.confirmation_events);
     assert_eq!(a.state.app_hash, b.state.app_hash);
 }
+
+#[test]
+fn handler_level_checks_below_the_transaction_layer() {
+    use poc_chain::confirmation::ConfirmationEvent;
+    use poc_chain::state::BlockContext;
+    // V2: an invalid creator is rejected by the handler (1164) once the window passes.
+    let mut net = Net::new(2, |_| {});
+    net.run_to(S1);
+    let ctx = BlockContext {
+        height: S1 + 1,
+        time: 0,
+        hash: [0; 32],
+    };
+    let bad = Msg::PocV2StoreCommit {
+        creator: "gonka1invalid".into(),
+        poc_stage_start_block_height: S1,
+        count: 1,
+        root_hash: vec![0; 32],
+    };
+    assert_eq!(net.state.deliver(&ctx, &bad).unwrap_err().kind.code(), 1164);
+    // V1 confirmation batches are keyed by the trigger height, only in GENERATION.
+    let mut net = Net::new(2, |p| p.poc_params.poc_v2_enabled = false);
+    net.run_to(20);
+    let ep = net.state.params.epoch_params.clone();
+    let mut ev = ConfirmationEvent {
+        epoch_index: 2,
+        event_sequence: 1,
+        trigger_height: 10,
+        generation_start_height: 11,
+        phase: ConfirmationPhase::Generation,
+        poc_seed_block_hash: String::new(),
+    };
+    net.state.active_event = Some(ev.clone());
+    let a0 = net.addr(0);
+    let batch = |start: i64, id: &str| Msg::SubmitPocBatch {
+        creator: a0.clone(),
+        poc_stage_start_block_height: start,
+        batch_id: id.into(),
+        nonces: vec![1],
+        dist: vec![0.5],
+        node_id: "n".into(),
+    };
+    let at = |h: i64| BlockContext {
+        height: h,
+        time: 0,
+        hash: [0; 32],
+    };
+    net.state.deliver(&at(12), &batch(10, "a")).unwrap();
+    assert_eq!(
+        net.state.batches_v1[&(10, net.addr(0), "a".into())].received_at_block_height,
+        12
+    );
+    assert_eq!(
+        net.state
+            .deliver(&at(12), &batch(11, "b"))
+            .unwrap_err()
+            .kind
+            .code(),
+        1107
+    );
+    assert_eq!(
+        net.state
+            .deliver(&at(ev.exchange_end(&ep) + 1), &batch(10, "c"))
+            .unwrap_err()
+            .kind
+            .code(),
+        1108
+    );
+    // Empty node id (1145) and blocked creators (1155).
+    let mut m = batch(10, "d");
+    if let Msg::SubmitPocBatch { node_id, .. } = &mut m {
+        node_id.clear();
+    }
+    assert_eq!(
+        net.state.deliver(&at(12), &m).unwrap_err().kind.code(),
+        1145
+    );
+    net.state.params.access_params.blocked_participant_addresses = vec![net.addr(0)];
+    assert_eq!(
+        net.state
+            .deliver(&at(12), &batch(10, "e"))
+            .unwrap_err()
+            .kind
+            .code(),
+        1155
+    );
+    net.state
+        .params
+        .access_params
+        .blocked_participant_addresses
+        .clear();
+    // V1 validations in the confirmation VALIDATION window.
+    ev.phase = ConfirmationPhase::Validation;
+    net.state.active_event = Some(ev.clone());
+    let val = Msg::SubmitPocValidation {
+        creator: net.addr(1),
+        participant_address: net.addr(0),
+        poc_stage_start_block_height: 10,
+        fraud_detected: false,
+    };
+    assert_eq!(
+        net.state
+            .deliver(&at(ev.validation_start(&ep) - 1), &val)
+            .unwrap_err()
+            .kind
+            .code(),
+        1108
+    );
+    net.state
+        .deliver(&at(ev.validation_start(&ep)), &val)
+        .unwrap();
+    assert_eq!(
+        net.state
+            .deliver(&at(ev.validation_start(&ep)), &val)
+            .unwrap_err()
+            .kind
+            .code(),
+        1160
+    );
+    // A malformed batch fails ValidateBasic.
+    let mut m = batch(10, "f");
+    if let Msg::SubmitPocBatch { dist, .. } = &mut m {
+        dist[0] = f64::NAN;
+    }
+    assert_eq!(net.state.deliver(&at(12), &m).unwrap_err().kind.code(), 18);
+}

@@ -34,6 +34,122 @@ pub enum Command {
     /// Inspect the deterministic PoC random primitives (seeds, inputs, vectors, picks).
     #[command(subcommand)]
     Rng(RngCommand),
+    /// Run and operate a PoC chain node (state machine, blocks, REST).
+    #[command(subcommand)]
+    Chain(ChainCommand),
+    /// Create and inspect secp256k1 account keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Create a chain home: `genesis.json`, `data/`, `keys/`.
+    ///
+    /// Without `--genesis`, writes the default local network (documented in
+    /// docs/chain.md): chain id `poc-local`, 40-block epochs, PoC v2 on, a generated
+    /// governance authority (`keys/authority.key`) and `--participants` generated
+    /// participants of weight 10 (`keys/participant-N.key`). Refuses an existing home.
+    Init {
+        /// Home directory.
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+        /// Use this genesis JSON instead of the default.
+        #[arg(long, value_name = "FILE")]
+        genesis: Option<PathBuf>,
+        /// Chain id of the default genesis.
+        #[arg(long, default_value = "poc-local")]
+        chain_id: String,
+        /// Genesis participants to generate for the default genesis.
+        #[arg(long, default_value_t = 0)]
+        participants: usize,
+    },
+    /// Run the node: produce a block every `--block-time`, serve REST, persist to
+    /// `DIR/data/chain.redb`. Restarts where it stopped. Ctrl-C / SIGTERM stop it cleanly.
+    Start {
+        /// Home directory (from `poc chain init`).
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+        /// Time between blocks (`1s`, `500ms`, `2.5s`).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        block_time: std::time::Duration,
+        /// REST listen address.
+        #[arg(long, default_value = "127.0.0.1:1317")]
+        rest: std::net::SocketAddr,
+        /// Blocks between state snapshots (restart replays at most this many).
+        #[arg(long, default_value_t = 100)]
+        snapshot_interval: i64,
+    },
+    /// Replay every stored block from genesis and check each app hash (read-only; stop
+    /// the node first).
+    Replay {
+        /// Home directory.
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+    },
+    /// Print a node's status and epoch info as JSON.
+    Status {
+        /// Node REST URL.
+        #[arg(long, default_value = "http://127.0.0.1:1317")]
+        node: String,
+    },
+    /// Governance: replace the chain parameters (signed by the genesis authority).
+    ///
+    /// `--set` edits the node's current parameters, e.g. `--set poc_params.poc_v2_enabled=true`
+    /// (the value is JSON; plain words are taken as strings). Prints the transaction result.
+    UpdateParams {
+        /// Node REST URL.
+        #[arg(long, default_value = "http://127.0.0.1:1317")]
+        node: String,
+        /// The authority's key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// A complete parameters JSON file (as `GET …/params` answers under `params`).
+        #[arg(long, value_name = "FILE")]
+        params: Option<PathBuf>,
+        /// `path.to.field=value` edits (repeatable).
+        #[arg(long = "set", value_name = "PATH=JSON")]
+        set: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key into FILE (hex secret, mode 0600; never overwrites) and print its
+    /// address and public key.
+    New {
+        /// Key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the address and public key of a key file.
+    Show {
+        /// Key file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Parses `1s`, `500ms`, `2.5s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        return Err(format!("{s:?}: give a unit, e.g. 1s, 500ms, 1m"));
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v * mult))
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! Command implementations: thin shells that read files, call the domain crates and print.
 
 mod artifacts;
+mod chain;
 mod mlnode;
 mod model;
 mod rng;
@@ -27,5 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Store(cmd) => store::run(cmd),
         Command::Rng(cmd) => rng::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Chain(cmd) => chain::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Keys(cmd) => chain::keys(cmd).map(|()| ExitCode::SUCCESS),
     }
 }

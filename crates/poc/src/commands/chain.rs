@@ -1,0 +1,208 @@
+//! `poc chain …` and `poc keys …`.
+
+use anyhow::{Context, bail};
+use poc_chain::api::BroadcastMode;
+use poc_chain::msgs::Msg;
+use poc_chain::params::Params;
+use poc_chain::state::Genesis;
+use poc_chain::tx::TxMsg;
+use poc_chain_client::{ChainClient, TxSigner};
+use poc_chain_node::{NodeConfig, home};
+use serde_json::{Value, json};
+
+use crate::cli::{ChainCommand, KeysCommand};
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
+    match cmd {
+        ChainCommand::Init {
+            home: dir,
+            genesis,
+            chain_id,
+            participants,
+        } => {
+            let g = match genesis {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
+                    Some(
+                        serde_json::from_str::<Genesis>(&text)
+                            .with_context(|| format!("{} is not a genesis JSON", p.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let r = home::init(&dir, g, &chain_id, participants)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "home": dir,
+                    "chain_id": r.genesis.chain_id,
+                    "authority": r.genesis.authority,
+                    "participants": r.genesis.participants.iter().map(|p| &p.address).collect::<Vec<_>>(),
+                    "keys": r.keys,
+                }))?
+            );
+            Ok(())
+        }
+        ChainCommand::Start {
+            home: dir,
+            block_time,
+            rest,
+            snapshot_interval,
+        } => {
+            init_logging();
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let node = poc_chain_node::start(NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval })
+                    .await
+                    .with_context(|| format!("cannot start the chain node in {}", dir.display()))?;
+                tracing::info!(
+                    "chain node serving REST on http://{} (height {}, {} blocks replayed); Ctrl-C stops it",
+                    node.addr,
+                    node.shared.head().state.height,
+                    node.replayed
+                );
+                super::mlnode::shutdown_signal().await;
+                tracing::info!("shutting down: saving a state snapshot");
+                node.shutdown().await;
+                anyhow::Ok(())
+            })
+        }
+        ChainCommand::Replay { home: dir } => {
+            let h = home::Home::new(&dir);
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "replay {bar:40} {pos}/{len} blocks ({per_sec})",
+                )
+                .expect("template"),
+            );
+            let r = poc_chain_node::replay_all(&h, |at, last| {
+                bar.set_length(last as u64);
+                bar.set_position(at as u64);
+            })?;
+            bar.finish_and_clear();
+            let secs = r.elapsed.as_secs_f64();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "blocks": r.blocks,
+                    "txs": r.txs,
+                    "seconds": secs,
+                    "blocks_per_second": if secs > 0.0 { r.blocks as f64 / secs } else { 0.0 },
+                    "app_hash": r.app_hash,
+                    "every_app_hash_matches": true,
+                }))?
+            );
+            Ok(())
+        }
+        ChainCommand::Status { node } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let c = ChainClient::new(&node);
+                let status = c.status().await?;
+                let info = c.epoch_info().await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"status": status, "epoch_info": info}))?
+                );
+                anyhow::Ok(())
+            })
+        }
+        ChainCommand::UpdateParams {
+            node,
+            key,
+            params,
+            set,
+        } => {
+            let key = home::read_key(&key).map_err(anyhow::Error::msg)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let c = ChainClient::new(&node);
+                let mut value: Value = match params {
+                    Some(p) => serde_json::from_str(
+                        &std::fs::read_to_string(&p)
+                            .with_context(|| format!("cannot read {}", p.display()))?,
+                    )
+                    .with_context(|| format!("{} is not JSON", p.display()))?,
+                    None => serde_json::to_value(c.params().await?.params)?,
+                };
+                for edit in &set {
+                    apply_edit(&mut value, edit)?;
+                }
+                let params: Params =
+                    serde_json::from_value(value).context("the edited parameters do not parse")?;
+                params
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("invalid parameters: {e}"))?;
+                let signer = TxSigner::new(c, key.clone());
+                let r = signer
+                    .send(
+                        &[TxMsg::Direct(Msg::UpdateParams {
+                            authority: key.address(),
+                            params: Box::new(params),
+                        })],
+                        BroadcastMode::Block,
+                    )
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                if r.result.code != 0 {
+                    bail!(
+                        "the chain rejected the update ({} {}): {}",
+                        r.result.codespace,
+                        r.result.code,
+                        r.result.raw_log
+                    );
+                }
+                anyhow::Ok(())
+            })
+        }
+    }
+}
+
+/// Applies `a.b.c=JSON` to a JSON value.
+fn apply_edit(v: &mut Value, edit: &str) -> anyhow::Result<()> {
+    let (path, raw) = edit
+        .split_once('=')
+        .with_context(|| format!("--set {edit:?}: expected PATH=VALUE"))?;
+    let new: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = cur.get_mut(part).with_context(|| {
+            format!("--set {edit:?}: no field {part:?} (see `GET …/params` for the names)")
+        })?;
+    }
+    *cur = new;
+    Ok(())
+}
+
+pub fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let (key, file) = match cmd {
+        KeysCommand::New { out } => {
+            let k = home::generate_key().context("cannot read the system's random generator")?;
+            home::write_key(&out, &k).with_context(|| {
+                format!("cannot create {} (it must not exist yet)", out.display())
+            })?;
+            (k, out)
+        }
+        KeysCommand::Show { file } => (home::read_key(&file).map_err(anyhow::Error::msg)?, file),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "file": file,
+            "address": key.address(),
+            "hex_pub_key": key.public_key_hex(),
+        }))?
+    );
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! `poc chain …` and `poc keys …` end to end: a real node process on loopback.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn poc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_poc"))
+        .args(args)
+        .output()
+        .expect("run poc")
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "status {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(home: &str, port: u16) -> Node {
+    let child = Command::new(env!("CARGO_BIN_EXE_poc"))
+        .args([
+            "chain",
+            "start",
+            "--home",
+            home,
+            "--block-time",
+            "100ms",
+            "--rest",
+            &format!("127.0.0.1:{port}"),
+            "--snapshot-interval",
+            "5",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the node");
+    Node(child)
+}
+
+fn status(port: u16) -> Option<Value> {
+    let out = poc(&[
+        "chain",
+        "status",
+        "--node",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn height(port: u16) -> i64 {
+    for _ in 0..100 {
+        if let Some(v) = status(port) {
+            return v["status"]["height"].as_str().unwrap().parse().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the node never answered");
+}
+
+#[test]
+fn init_start_govern_kill_restart_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let home = home.to_str().unwrap();
+    let v = json_out(&poc(&[
+        "chain",
+        "init",
+        "--home",
+        home,
+        "--participants",
+        "2",
+    ]));
+    assert_eq!(v["chain_id"], "poc-local");
+    assert_eq!(v["participants"].as_array().unwrap().len(), 2);
+    // A second init refuses.
+    let out = poc(&["chain", "init", "--home", home]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    let port = free_port();
+    let node = start(home, port);
+    while height(port) < 3 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Governance through the authority key.
+    let key = format!("{home}/keys/authority.key");
+    let node_url = format!("http://127.0.0.1:{port}");
+    let v = json_out(&poc(&[
+        "chain",
+        "update-params",
+        "--node",
+        &node_url,
+        "--key",
+        &key,
+        "--set",
+        "poc_params.poc_v2_enabled=false",
+        "--set",
+        "poc_params.seq_len=\"64\"",
+    ]));
+    assert_eq!(v["code"], 0);
+    let s = status(port).unwrap();
+    assert_eq!(
+        s["epoch_info"]["params"]["poc_params"]["poc_v2_enabled"],
+        false
+    );
+    assert_eq!(s["epoch_info"]["params"]["poc_params"]["seq_len"], "64");
+    // A participant key is not the authority.
+    let out = poc(&[
+        "chain",
+        "update-params",
+        "--node",
+        &node_url,
+        "--key",
+        &format!("{home}/keys/participant-0.key"),
+        "--set",
+        "poc_params.seq_len=\"1\"",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
+    let out = poc(&[
+        "chain",
+        "update-params",
+        "--node",
+        &node_url,
+        "--key",
+        &key,
+        "--set",
+        "poc_params.nope=1",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no field \"nope\""));
+
+    // Kill -9, restart: no committed block lost.
+    let before = height(port);
+    drop(node);
+    let port2 = free_port();
+    let node = start(home, port2);
+    assert!(height(port2) >= before);
+    let s = status(port2).unwrap();
+    assert_eq!(s["epoch_info"]["params"]["poc_params"]["seq_len"], "64");
+    drop(node);
+    let v = json_out(&poc(&["chain", "replay", "--home", home]));
+    assert!(v["blocks"].as_i64().unwrap() >= before);
+    assert_eq!(v["every_app_hash_matches"], true);
+}
+
+#[test]
+fn keys_new_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("op.key");
+    let f = f.to_str().unwrap();
+    let a = json_out(&poc(&["keys", "new", "--out", f]));
+    let b = json_out(&poc(&["keys", "show", f]));
+    assert_eq!(a["address"], b["address"]);
+    assert!(a["address"].as_str().unwrap().starts_with("gonka1"));
+    assert_eq!(a["hex_pub_key"].as_str().unwrap().len(), 66);
+    let out = poc(&["keys", "new", "--out", f]);
+    assert_eq!(out.status.code(), Some(2), "never overwrites");
+    std::fs::write(dir.path().join("bad.key"), "zz").unwrap();
+    let out = poc(&["keys", "show", dir.path().join("bad.key").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not hex"));
+}
