@@ -234,10 +234,10 @@ impl RunningChain {
             let _ = tokio::task::spawn_blocking(move || p.join()).await;
         }
         let head = self.shared.head();
-        if let Some(db) = self.shared.close_db() {
-            if let Err(e) = db.save_snapshot(&head.state) {
-                tracing::error!("saving the state snapshot at shutdown failed: {e}");
-            }
+        if let Some(db) = self.shared.close_db()
+            && let Err(e) = db.save_snapshot(&head.state)
+        {
+            tracing::error!("saving the state snapshot at shutdown failed: {e}");
         }
         let _ = self.server_stop.send(true);
         let _ = (&mut self.server).await;

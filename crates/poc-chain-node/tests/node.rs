@@ -215,7 +215,7 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
     wait_height(&c, s + 12).await;
     let g = c.epoch_group(1).await.unwrap().expect("epoch 1 group");
     let w: Vec<i64> = g.validator_weights.iter().map(|v| v.weight).collect();
-    let mut expected = vec![(keys[0].address(), 40), (keys[1].address(), 30)];
+    let mut expected = [(keys[0].address(), 40), (keys[1].address(), 30)];
     expected.sort();
     assert_eq!(w, expected.iter().map(|e| e.1).collect::<Vec<_>>());
     let info = c.epoch_info().await.unwrap();

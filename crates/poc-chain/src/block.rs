@@ -126,10 +126,10 @@ impl ChainState {
     /// The app hash bytes of the current state.
     pub fn app_hash_bytes(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        if let Ok(v) = hex::decode(&self.app_hash) {
-            if v.len() == 32 {
-                out.copy_from_slice(&v);
-            }
+        if let Ok(v) = hex::decode(&self.app_hash)
+            && v.len() == 32
+        {
+            out.copy_from_slice(&v);
         }
         out
     }

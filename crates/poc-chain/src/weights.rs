@@ -13,13 +13,16 @@ use crate::state::{ActiveParticipant, ChainState, MlNodeAllocation, ValidationSn
 /// Block time the normalisation assumes, in seconds.
 pub const NOMINAL_BLOCK_SECONDS: &str = "5.41";
 
+/// Slot inputs: `(snapshot app hash, snapshot validator weights, N)`.
+pub type SlotInputs = (String, Vec<(String, i64)>, u32);
+
 /// How votes are counted (§5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoteRules {
     /// Guardian account addresses for the tie-break; `None` when guardians are disabled.
     pub guardians: Option<Vec<String>>,
     /// `(app_hash, snapshot weights, N)` when slots are on.
-    pub slots: Option<(String, Vec<(String, i64)>, u32)>,
+    pub slots: Option<SlotInputs>,
 }
 
 /// `pocValidated` (baseline v0.2.10): `votes` are `(validator, validated_weight)` of
