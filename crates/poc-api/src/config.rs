@@ -1,0 +1,184 @@
+//! `poc api` configuration (TOML). Every field can also be set by a command-line flag or
+//! an environment variable (the binary applies those over the file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One ML node this API node drives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MlNodeEntry {
+    /// Stable id (reported in the weight distribution).
+    pub id: String,
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+}
+
+/// Validation tuning (defaults are the reference's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Participants validated in parallel.
+    pub workers: usize,
+    /// Proof request timeout, seconds.
+    pub request_timeout_s: f64,
+    /// Attempts per participant on transient failures.
+    pub max_retries: u32,
+    /// Pause between attempts, seconds.
+    pub retry_backoff_s: f64,
+    /// Attempts to find an eligible ML node.
+    pub node_retries: u32,
+    /// Pause between those attempts, seconds.
+    pub node_retry_delay_s: f64,
+    /// Votes pending before a flush.
+    pub flush_size: usize,
+    /// Seconds after the first pending vote before a flush.
+    pub flush_timeout_s: f64,
+    /// Largest proof response accepted, bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            workers: 10,
+            request_timeout_s: 20.0,
+            max_retries: 15,
+            retry_backoff_s: 3.0,
+            node_retries: 30,
+            node_retry_delay_s: 5.0,
+            flush_size: 10,
+            flush_timeout_s: 30.0,
+            max_response_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Chain node REST URL.
+    pub chain_url: String,
+    /// Account (cold) key file: registers, grants, owns the weight.
+    pub account_key: PathBuf,
+    /// Operational (warm) key file: signs PoC transactions through MsgExec.
+    pub operational_key: PathBuf,
+    /// The public URL other participants reach this node at (proof API).
+    pub public_url: String,
+    /// Listen address of the public server (proof API, health, metrics).
+    pub public_listen: SocketAddr,
+    /// Listen address of the ML callback server.
+    pub ml_listen: SocketAddr,
+    /// Base URL ML nodes post callbacks to; default `http://<ml_listen>`.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Data directory (artifact stores, one per stage).
+    pub data_dir: PathBuf,
+    /// ML nodes.
+    #[serde(default)]
+    pub ml_nodes: Vec<MlNodeEntry>,
+    /// Seconds between flush + commit attempts.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval_s: f64,
+    /// Seconds between chain polls.
+    #[serde(default = "default_poll")]
+    pub chain_poll_s: f64,
+    /// Seconds between ML node health checks.
+    #[serde(default = "default_health")]
+    pub health_interval_s: f64,
+    /// Allow proof requests to private and loopback addresses (devnets only).
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// Stage stores kept on disk.
+    #[serde(default = "default_keep")]
+    pub keep_stages: usize,
+    /// Validation tuning.
+    #[serde(default)]
+    pub validation: ValidationConfig,
+}
+
+fn default_commit_interval() -> f64 {
+    5.0
+}
+fn default_poll() -> f64 {
+    0.5
+}
+fn default_health() -> f64 {
+    10.0
+}
+fn default_keep() -> usize {
+    10
+}
+
+/// Seconds to a duration (clamped to ≥ 1 ms).
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(if s.is_finite() { s.max(0.001) } else { 1.0 })
+}
+
+impl ApiConfig {
+    /// Parses TOML.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The callback base URL.
+    pub fn callback_base(&self) -> String {
+        self.callback_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.ml_listen))
+    }
+
+    /// Checks values a typo would break.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, url) in [
+            ("chain_url", &self.chain_url),
+            ("public_url", &self.public_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{name} must be an http(s) URL, got {url:?}"));
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for n in &self.ml_nodes {
+            if n.id.is_empty() || n.id.len() > 128 {
+                return Err(format!(
+                    "ml_nodes: id {:?} must be 1..=128 characters",
+                    n.id
+                ));
+            }
+            if !ids.insert(&n.id) {
+                return Err(format!("ml_nodes: id {:?} is listed twice", n.id));
+            }
+            if !n.url.starts_with("http://") && !n.url.starts_with("https://") {
+                return Err(format!("ml_nodes[{}].url must be an http(s) URL", n.id));
+            }
+        }
+        if self.commit_interval_s <= 0.0 || self.chain_poll_s <= 0.0 {
+            return Err("commit_interval_s and chain_poll_s must be positive".into());
+        }
+        if self.validation.workers == 0 || self.validation.flush_size == 0 {
+            return Err("validation.workers and validation.flush_size must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The documented example (`examples/api.toml` is the same text).
+pub const EXAMPLE: &str = include_str!("../../../examples/api.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_validates() {
+        let c = ApiConfig::from_toml(EXAMPLE).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ml_nodes.len(), 1);
+        assert_eq!(c.validation.workers, 10);
+        assert!(ApiConfig::from_toml(&format!("{EXAMPLE}\nunknown_field = 1\n")).is_err());
+    }
+}
