@@ -135,7 +135,7 @@ pub struct Shared {
     view: RwLock<Option<ChainView>>,
     authz: Mutex<HashMap<String, (Instant, Vec<(String, Vec<u8>)>)>>,
     limiter: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-    proof_http: reqwest::Client,
+    pub(crate) proof_http: reqwest::Client,
     commit: tokio::sync::Mutex<CommitState>,
     triggers: Mutex<Triggers>,
 }

@@ -117,83 +117,114 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Requests proofs for `indices` and verifies them against the on-chain commit.
-pub async fn fetch_and_verify(
-    st: &Shared,
-    item: &WorkItem,
-    stage: i64,
-    indices: &[u32],
-) -> Result<VerifiedSample, FetchError> {
-    let base = reqwest::Url::parse(&item.url).map_err(|e| {
-        FetchError::Permanent(format!("inference URL {:?} does not parse: {e}", item.url))
-    })?;
-    check_target(&base, st.cfg.allow_private_targets).await?;
-    let url = reqwest::Url::parse(&format!(
-        "{}/v1/poc/proofs",
-        base.as_str().trim_end_matches('/')
-    ))
-    .map_err(|e| FetchError::Permanent(e.to_string()))?;
-    let req = ProofRequest::signed(
-        &st.operational_key,
-        &st.io.address,
-        stage,
-        &item.root,
-        item.count,
-        indices.to_vec(),
-        now_ns(),
-    );
-    let resp = st
-        .proof_http
-        .post(url.clone())
-        .json(&req)
-        .timeout(secs(st.cfg.validation.request_timeout_s))
-        .send()
-        .await
-        .map_err(|e| FetchError::Transient(format!("{url}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(FetchError::Transient(format!(
-            "{url} answered {}",
-            resp.status()
-        )));
-    }
-    let limit = st.cfg.validation.max_response_bytes;
-    if resp.content_length().is_some_and(|l| l as usize > limit) {
-        return Err(FetchError::Permanent(format!(
-            "proof response larger than {limit} bytes"
-        )));
-    }
-    let mut resp = resp;
-    let mut body = Vec::new();
-    loop {
-        match tokio::time::timeout(secs(st.cfg.validation.request_timeout_s), resp.chunk()).await {
-            Err(_) => return Err(FetchError::Transient("proof response too slow".into())),
-            Ok(Err(e)) => {
-                return Err(FetchError::Transient(format!(
-                    "reading the proof response: {e}"
-                )));
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => {
-                body.extend_from_slice(&c);
-                if body.len() > limit {
-                    return Err(FetchError::Permanent(format!(
-                        "proof response larger than {limit} bytes"
+/// The validator's proof client: signed requests, SSRF guard, timeouts, size limit.
+#[derive(Debug, Clone)]
+pub struct ProofFetcher {
+    /// HTTP client (redirects off).
+    pub http: reqwest::Client,
+    /// Signs requests (the operational key).
+    pub key: poc_chain::tx::PrivateKey,
+    /// The validator's account address.
+    pub validator: String,
+    /// Allow private/loopback targets.
+    pub allow_private: bool,
+    /// Per-request and per-chunk timeout.
+    pub timeout: std::time::Duration,
+    /// Largest response.
+    pub max_bytes: usize,
+}
+
+impl ProofFetcher {
+    /// Requests proofs for `indices` and verifies them against the on-chain commit;
+    /// `signers` are the keys allowed to sign the response (the participant's and its
+    /// grantees').
+    pub async fn fetch(
+        &self,
+        item: &WorkItem,
+        stage: i64,
+        indices: &[u32],
+        signers: &[(String, Vec<u8>)],
+    ) -> Result<VerifiedSample, FetchError> {
+        let base = reqwest::Url::parse(&item.url).map_err(|e| {
+            FetchError::Permanent(format!("inference URL {:?} does not parse: {e}", item.url))
+        })?;
+        check_target(&base, self.allow_private).await?;
+        let url = reqwest::Url::parse(&format!(
+            "{}/v1/poc/proofs",
+            base.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| FetchError::Permanent(e.to_string()))?;
+        let req = ProofRequest::signed(
+            &self.key,
+            &self.validator,
+            stage,
+            &item.root,
+            item.count,
+            indices.to_vec(),
+            now_ns(),
+        );
+        let resp = self
+            .http
+            .post(url.clone())
+            .json(&req)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| FetchError::Transient(format!("{url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Transient(format!(
+                "{url} answered {}",
+                resp.status()
+            )));
+        }
+        let limit = self.max_bytes;
+        if resp.content_length().is_some_and(|l| l as usize > limit) {
+            return Err(FetchError::Permanent(format!(
+                "proof response larger than {limit} bytes"
+            )));
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        loop {
+            match tokio::time::timeout(self.timeout, resp.chunk()).await {
+                Err(_) => return Err(FetchError::Transient("proof response too slow".into())),
+                Ok(Err(e)) => {
+                    return Err(FetchError::Transient(format!(
+                        "reading the proof response: {e}"
                     )));
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => {
+                    body.extend_from_slice(&c);
+                    if body.len() > limit {
+                        return Err(FetchError::Permanent(format!(
+                            "proof response larger than {limit} bytes"
+                        )));
+                    }
                 }
             }
         }
+        let parsed: ProofResponse = serde_json::from_slice(&body)
+            .map_err(|e| FetchError::Permanent(format!("malformed proof response: {e}")))?;
+        verify_response(&parsed, stage, &item.root, item.count, indices, |a| {
+            signers.iter().find(|(x, _)| x == a).map(|(_, k)| k.clone())
+        })
+        .map_err(|e| FetchError::Permanent(e.to_string()))
     }
-    let parsed: ProofResponse = serde_json::from_slice(&body)
-        .map_err(|e| FetchError::Permanent(format!("malformed proof response: {e}")))?;
-    let signers = if parsed.signature.is_some() {
-        st.signer_set(&item.address).await.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    verify_response(&parsed, stage, &item.root, item.count, indices, |a| {
-        signers.iter().find(|(x, _)| x == a).map(|(_, k)| k.clone())
-    })
-    .map_err(|e| FetchError::Permanent(e.to_string()))
+}
+
+impl Shared {
+    /// This node's proof client.
+    pub fn fetcher(&self) -> ProofFetcher {
+        ProofFetcher {
+            http: self.proof_http.clone(),
+            key: self.operational_key.clone(),
+            validator: self.io.address.clone(),
+            allow_private: self.cfg.allow_private_targets,
+            timeout: secs(self.cfg.validation.request_timeout_s),
+            max_bytes: self.cfg.validation.max_response_bytes,
+        }
+    }
 }
 
 fn dec_f64(d: Option<Decimal>, default: f64) -> f64 {
@@ -360,8 +391,10 @@ async fn validate_one(
     );
     let vc = &st.cfg.validation;
     let callback = format!("{}/v2/poc-batches", st.cfg.callback_base());
+    let fetcher = st.fetcher();
     for attempt in 1..=vc.max_retries.max(1) {
-        let err = match fetch_and_verify(st, item, stage, &indices).await {
+        let signers = st.signer_set(&item.address).await.unwrap_or_default();
+        let err = match fetcher.fetch(item, stage, &indices, &signers).await {
             Ok(sample) => {
                 let n = nodes[counter.fetch_add(1, Ordering::SeqCst) % nodes.len()];
                 let node = st.broker.by_number(n).expect("known node");

@@ -40,6 +40,60 @@ pub enum Command {
     /// Create and inspect secp256k1 account keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run a participant's API node: drive ML nodes through PoC, store artifacts, commit
+    /// to the chain, serve proofs and validate other participants.
+    ///
+    /// Settings come from `--config FILE` (TOML; `examples/api.toml` documents every
+    /// field); each flag or environment variable below overrides the file.
+    Api(ApiArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "POC_API_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Chain node REST URL.
+    #[arg(long, env = "POC_API_CHAIN_URL")]
+    pub chain_url: Option<String>,
+    /// Account (cold) key file.
+    #[arg(long, value_name = "FILE", env = "POC_API_ACCOUNT_KEY")]
+    pub account_key: Option<PathBuf>,
+    /// Operational (warm) key file.
+    #[arg(long, value_name = "FILE", env = "POC_API_OPERATIONAL_KEY")]
+    pub operational_key: Option<PathBuf>,
+    /// Public URL of this node's proof API.
+    #[arg(long, env = "POC_API_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Public server listen address.
+    #[arg(long, env = "POC_API_PUBLIC_LISTEN")]
+    pub public_listen: Option<String>,
+    /// ML callback server listen address.
+    #[arg(long, env = "POC_API_ML_LISTEN")]
+    pub ml_listen: Option<String>,
+    /// Base URL the ML nodes call back.
+    #[arg(long, env = "POC_API_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+    /// Data directory for the artifact stores.
+    #[arg(long, value_name = "DIR", env = "POC_API_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// An ML node as `ID=URL` (repeatable; replaces the file's list).
+    #[arg(
+        long = "ml-node",
+        value_name = "ID=URL",
+        env = "POC_API_ML_NODES",
+        value_delimiter = ','
+    )]
+    pub ml_nodes: Vec<String>,
+    /// Seconds between flush + commit attempts.
+    #[arg(long, env = "POC_API_COMMIT_INTERVAL")]
+    pub commit_interval: Option<f64>,
+    /// Allow proof requests to private/loopback addresses (devnets).
+    #[arg(long, env = "POC_API_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: Option<bool>,
+    /// Print the example configuration and exit.
+    #[arg(long)]
+    pub print_example: bool,
 }
 
 #[derive(Debug, Subcommand)]

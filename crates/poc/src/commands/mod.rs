@@ -1,5 +1,6 @@
 //! Command implementations: thin shells that read files, call the domain crates and print.
 
+mod api;
 mod artifacts;
 mod chain;
 mod mlnode;
@@ -30,5 +31,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rng(cmd) => rng::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Chain(cmd) => chain::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Keys(cmd) => chain::keys(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Api(args) => api::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
