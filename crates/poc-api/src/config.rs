@@ -95,6 +95,12 @@ pub struct ApiConfig {
     /// Stage stores kept on disk.
     #[serde(default = "default_keep")]
     pub keep_stages: usize,
+    /// Proof requests per second per client IP (reference: 5).
+    #[serde(default = "default_rate")]
+    pub proof_rate_per_sec: f64,
+    /// Burst of proof requests per client IP (reference: 30).
+    #[serde(default = "default_burst")]
+    pub proof_rate_burst: f64,
     /// Validation tuning.
     #[serde(default)]
     pub validation: ValidationConfig,
@@ -111,6 +117,12 @@ fn default_health() -> f64 {
 }
 fn default_keep() -> usize {
     10
+}
+fn default_rate() -> f64 {
+    5.0
+}
+fn default_burst() -> f64 {
+    30.0
 }
 
 /// Seconds to a duration (clamped to ≥ 1 ms).

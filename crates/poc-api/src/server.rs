@@ -30,10 +30,6 @@ type S = State<Arc<Shared>>;
 pub const MAX_PROOF_REQUEST_BYTES: usize = 256 * 1024;
 /// Largest callback body.
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024 * 1024;
-/// Proof requests per second per client IP, and the burst.
-pub const RATE_PER_SEC: f64 = 5.0;
-/// Burst.
-pub const RATE_BURST: f64 = 30.0;
 /// How long a validator's signer set is cached.
 pub const AUTHZ_TTL: Duration = Duration::from_secs(120);
 
@@ -314,9 +310,12 @@ impl Shared {
         if m.len() > 100_000 {
             m.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(180));
         }
-        let (tokens, last) = m.entry(ip).or_insert((RATE_BURST, now));
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+        let (rate, burst) = (
+            self.cfg.proof_rate_per_sec,
+            self.cfg.proof_rate_burst.max(1.0),
+        );
+        let (tokens, last) = m.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

@@ -155,6 +155,8 @@ async fn setup() -> Env {
             health_interval_s: 2.0,
             allow_private_targets: true,
             keep_stages: 10,
+            proof_rate_per_sec: 5.0,
+            proof_rate_burst: 30.0,
             validation: ValidationConfig {
                 request_timeout_s: 5.0,
                 max_retries: 5,
