@@ -113,7 +113,7 @@ fn bench(c: &mut Criterion) {
         // Wait for the generation phase and the validator's grants.
         let t = Instant::now();
         while !api.shared.view().is_some_and(|v| v.accept_generated())
-            || !vapi.shared.view().is_some()
+            || vapi.shared.view().is_none()
         {
             assert!(t.elapsed() < Duration::from_secs(30));
             tokio::time::sleep(Duration::from_millis(50)).await;

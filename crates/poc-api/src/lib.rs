@@ -116,6 +116,9 @@ struct Triggers {
     v1_warned: Option<i64>,
 }
 
+/// Keys allowed to sign for an account: `(address, compressed key)`.
+pub type SignerSet = Vec<(String, Vec<u8>)>;
+
 /// Everything the tasks and handlers share.
 pub struct Shared {
     /// Configuration.
@@ -133,7 +136,7 @@ pub struct Shared {
     /// Counters.
     pub metrics: Metrics,
     view: RwLock<Option<ChainView>>,
-    authz: Mutex<HashMap<String, (Instant, Vec<(String, Vec<u8>)>)>>,
+    authz: Mutex<HashMap<String, (Instant, SignerSet)>>,
     limiter: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     pub(crate) proof_http: reqwest::Client,
     commit: tokio::sync::Mutex<CommitState>,
