@@ -117,12 +117,19 @@ impl ChainView {
             && ctx.poc_exchange_window().contains(self.height)
     }
 
-    /// `ShouldHaveDistributedWeights`.
+    /// When the weight distribution is due. The reference starts at EndOfPoCGeneration,
+    /// while commits are still accepted until the exchange deadline, so its distribution
+    /// can sum to an earlier commit than the last (and the participant's weight is then
+    /// the smaller figure). Ours waits until no commit can land any more (after the
+    /// exchange deadline; the chain accepts distributions until EndOfPoCValidation), so
+    /// the distribution always sums to the final commit.
     pub fn should_distribute(&self) -> bool {
         let ctx = self.latest_ctx();
         match self.phase() {
-            Phase::PoCValidate | Phase::PoCValidateWindDown => true,
-            Phase::PoCGenerateWindDown => self.height >= ctx.end_of_poc_generation(),
+            Phase::PoCGenerateWindDown | Phase::PoCValidate | Phase::PoCValidateWindDown => {
+                self.height > ctx.poc_exchange_deadline()
+                    && self.height >= ctx.end_of_poc_generation()
+            }
             _ => self.event_in(ConfirmationPhase::Validation).is_some(),
         }
     }
@@ -236,11 +243,9 @@ mod tests {
         assert!(!at(200).accept_store_commit(200), "the window opens at S+1");
         assert!(at(201).accept_store_commit(200) && at(211).accept_store_commit(200));
         assert!(!at(205).accept_store_commit(199));
-        assert!(
-            !at(209).should_distribute()
-                && at(210).should_distribute()
-                && at(215).should_distribute()
-        );
+        // After the exchange deadline (212), when no commit can land any more.
+        assert!(!at(209).should_distribute() && !at(212).should_distribute());
+        assert!(at(213).should_distribute() && at(221).should_distribute());
         assert!(
             at(212).accept_validated() && at(221).accept_validated() && !at(222).accept_validated()
         );

@@ -228,7 +228,10 @@ async fn full_round_with_a_cheater_then_hostile_proof_requests() {
         assert!(d.found, "participant {i} distributed");
         assert_eq!(d.weights.len(), 1);
         assert_eq!(d.weights[0].node_id, format!("ml-{i}"));
-        assert!(d.weights[0].weight <= commit.count && d.weights[0].weight > 0);
+        assert_eq!(
+            d.weights[0].weight, commit.count,
+            "the distribution sums to the last commit"
+        );
         let m = &env.apis[i].shared.metrics;
         assert!(
             m.get("poc_commits_sent_total") >= 2,

@@ -185,3 +185,46 @@ fn keys_new_and_show() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not hex"));
 }
+
+#[test]
+fn api_configuration_errors_are_clear() {
+    let out = poc(&["api", "--print-example"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[[ml_nodes]]"));
+    let out = poc(&["api", "--chain-url", "http://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing field"));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("api.toml");
+    std::fs::write(&f, "chain_url = [").unwrap();
+    let out = poc(&["api", "--config", f.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid TOML"));
+    // A flag overrides the file: a bad URL from the flag is reported.
+    let example = String::from_utf8(poc(&["api", "--print-example"]).stdout).unwrap();
+    std::fs::write(&f, example).unwrap();
+    let out = poc(&[
+        "api",
+        "--config",
+        f.to_str().unwrap(),
+        "--public-url",
+        "ftp://x",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("public_url must be an http(s) URL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With a valid file the missing key file is named.
+    let out = poc(&[
+        "api",
+        "--config",
+        f.to_str().unwrap(),
+        "--account-key",
+        "/nonexistent/a.key",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/a.key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
