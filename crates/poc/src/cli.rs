@@ -46,6 +46,56 @@ pub enum Command {
     /// Settings come from `--config FILE` (TOML; `examples/api.toml` documents every
     /// field); each flag or environment variable below overrides the file.
     Api(ApiArgs),
+    /// Run the whole system on this machine: a chain node, and per participant an ML node
+    /// and an API node, talking HTTP on loopback; some participants cheat. Prints a table
+    /// of the outcome; exits 0 when every honest participant was accepted and every
+    /// cheater rejected, 1 otherwise.
+    Devnet(DevnetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// Participants in total.
+    #[arg(long, default_value_t = 4)]
+    pub participants: usize,
+    /// How many of them cheat, one kind each, round-robin: (a) the 4-bit-rounded model,
+    /// (b) random vectors for 40 % of its nonces, (c) an inflated count (every vector
+    /// also reported under a fabricated nonce).
+    #[arg(long, default_value_t = 1)]
+    pub cheaters: usize,
+    /// Regular PoC rounds to run.
+    #[arg(long, default_value_t = 2)]
+    pub epochs: u64,
+    /// `v2`, or `v1` / `migration` (these need the PoC v1 flow, not in this build).
+    #[arg(long, default_value = "v2", value_parser = ["v2", "v1", "migration"])]
+    pub mode: String,
+    /// `tiny-moe` (embedded, generated and cached under the home) or a checkpoint directory.
+    #[arg(long, default_value = "tiny-moe")]
+    pub model: String,
+    /// PoC sequence length.
+    #[arg(long, default_value_t = 32)]
+    pub seq_len: i64,
+    /// Write the JSON report here (the table's data plus timings).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Home directory: `models/` (cached) and `run/` (this run's chain, stores, keys).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Keep `run/` afterwards (otherwise it is deleted).
+    #[arg(long)]
+    pub keep: bool,
+    /// Chain block time (`500ms`, `1s`).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub block_time: std::time::Duration,
+    /// Blocks per epoch.
+    #[arg(long, default_value_t = 40)]
+    pub epoch_length: i64,
+    /// Expected confirmation PoCs per epoch (0: none; needs epochs of about 100 blocks).
+    #[arg(long, default_value_t = 0)]
+    pub confirmations: u64,
+    /// No live progress view.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]

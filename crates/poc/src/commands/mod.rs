@@ -3,6 +3,7 @@
 mod api;
 mod artifacts;
 mod chain;
+mod devnet;
 mod mlnode;
 mod model;
 mod rng;
@@ -32,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chain(cmd) => chain::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Keys(cmd) => chain::keys(cmd).map(|()| ExitCode::SUCCESS),
         Command::Api(args) => api::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Devnet(args) => devnet::run(&args),
     }
 }

@@ -1,0 +1,174 @@
+//! End-to-end scenarios on a devnet (real chain, ML and API nodes over loopback HTTP),
+//! mirroring the reference's integration tests (`chain-and-api.md` §8.1). They take tens
+//! of seconds each and run in CI.
+
+use std::time::Duration;
+
+use poc_devnet::{Devnet, DevnetOptions};
+
+/// The scenarios share the machine's cores; running two devnets at once would starve
+/// both, so they take turns.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn options(home: &std::path::Path) -> DevnetOptions {
+    DevnetOptions {
+        home: home.to_path_buf(),
+        progress: false,
+        block_time: Duration::from_millis(300),
+        validation_blocks: 14,
+        sample_size: 20,
+        ..DevnetOptions::default()
+    }
+}
+
+/// v2 mode: store commits on chain, the proof API works, the all-commits query, weights;
+/// one cheater of each kind rejected, the honest accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_round_rejects_every_kind_of_cheater() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(DevnetOptions {
+        participants: 5,
+        cheaters: 3,
+        epochs: 1,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let report = net.run().await.unwrap();
+    eprintln!("{}", poc_devnet::table(&report));
+    assert!(
+        report.ok,
+        "every honest participant accepted, every cheater rejected"
+    );
+    let roles: Vec<&str> = report
+        .participants
+        .iter()
+        .map(|p| p.role.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "honest",
+            "honest",
+            "rounded model",
+            "random vectors",
+            "inflated count"
+        ]
+    );
+    for p in &report.participants {
+        assert!(p.committed_count > 0, "{}: commits on chain", p.role);
+        assert_eq!(
+            p.distribution.values().sum::<u32>(),
+            p.committed_count,
+            "{}",
+            p.role
+        );
+        if p.role == "honest" {
+            assert_eq!(p.weight, i64::from(p.committed_count));
+            assert!(p.votes_valid > p.votes_invalid);
+        } else {
+            assert_eq!(p.weight, 0);
+            assert!(
+                p.votes_invalid >= 4,
+                "{}: every honest validator voted invalid",
+                p.role
+            );
+        }
+    }
+    // The inflated count shows: about twice the honest count.
+    assert!(
+        report.participants[4].committed_count > report.participants[0].committed_count * 3 / 2
+    );
+    let stage = report.stages[0].stage;
+    let all = net.client.all_commits(stage).await.unwrap();
+    assert_eq!(all.commits.len(), 5);
+    assert!(
+        all.commits
+            .iter()
+            .all(|c| c.hex_pub_key.len() == 66 && c.count > 0)
+    );
+    // The artifact-state API of a participant agrees with its commit.
+    let state: serde_json::Value = reqwest::get(format!(
+        "{}/v1/poc/artifacts/state?height={stage}",
+        net.public_url(0)
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(state["count"].as_u64().unwrap() >= u64::from(report.participants[0].committed_count));
+    assert!(
+        report.stages[0].votes >= 25 - 2,
+        "votes of every validator on every participant"
+    );
+    net.shutdown().await;
+}
+
+/// Confirmation PoC in epoch 2: participants that still have their compute stay active
+/// with their confirmation weight; one whose ML node went offline confirms nothing, its
+/// ratio falls below alpha and it becomes inactive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn confirmation_pass_and_fail() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(DevnetOptions {
+        participants: 4,
+        cheaters: 0,
+        epochs: 2,
+        epoch_length: 130,
+        confirmations: 1000,
+        dropouts: vec![3],
+        block_time: Duration::from_millis(250),
+        validation_blocks: 16,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let report = net.run().await.unwrap();
+    eprintln!("{}", poc_devnet::table(&report));
+    let done: Vec<_> = report
+        .confirmation_events
+        .iter()
+        .filter(|e| e.0 == 2 && e.3 == "Completed")
+        .collect();
+    assert!(
+        !done.is_empty(),
+        "a confirmation event of epoch 2 completed: {:?}",
+        report.confirmation_events
+    );
+    let (_, _, trigger, _) = done[0];
+    // The dropout's validator weight abstains: the other three still hold > 2/3.
+    for p in &report.participants[..3] {
+        assert_eq!(p.status, "ACTIVE", "{}", p.address);
+        assert!(p.confirmation_weight > 0 && p.confirmation_weight <= p.weight);
+        let commit = net.client.store_commit(*trigger, &p.address).await.unwrap();
+        assert!(
+            commit.found && commit.count > 0,
+            "confirmation commit keyed by the trigger height"
+        );
+    }
+    let dropout = &report.participants[3];
+    assert!(
+        dropout.weight > 0 && dropout.accepted,
+        "it earned weight in the regular PoC"
+    );
+    assert_eq!(dropout.confirmation_weight, 0);
+    assert_eq!(dropout.status, "INACTIVE");
+    let p = net
+        .client
+        .participant(&dropout.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.participant.confirmation_poc_ratio, "0");
+    let g = net.client.epoch_group(2).await.unwrap().unwrap();
+    assert!(
+        !g.validator_weights
+            .iter()
+            .any(|w| w.address == dropout.address),
+        "removed from the validator set"
+    );
+    net.shutdown().await;
+}
