@@ -4,3 +4,5 @@
 
 pub mod numpy;
 pub mod ziggurat;
+#[rustfmt::skip]
+mod ziggurat_wi;

@@ -11,7 +11,10 @@ pub fn extended_entropy(s: &str, m: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(8 * m);
     for i in 0..m {
         let d = Sha256::digest(format!("{s}_{i}").as_bytes());
-        out.extend(d.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        out.extend(
+            d.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
     }
     out
 }
@@ -33,7 +36,9 @@ fn hashmix(value: u32, hash_const: &mut u32) -> u32 {
 }
 
 fn mix(x: u32, y: u32) -> u32 {
-    let r = MIX_MULT_L.wrapping_mul(x).wrapping_sub(MIX_MULT_R.wrapping_mul(y));
+    let r = MIX_MULT_L
+        .wrapping_mul(x)
+        .wrapping_sub(MIX_MULT_R.wrapping_mul(y));
     r ^ (r >> XSHIFT)
 }
 
@@ -79,7 +84,10 @@ impl SeedSequence {
                 v ^ (v >> XSHIFT)
             })
             .collect();
-        words.chunks_exact(2).map(|c| u64::from(c[0]) | (u64::from(c[1]) << 32)).collect()
+        words
+            .chunks_exact(2)
+            .map(|c| u64::from(c[0]) | (u64::from(c[1]) << 32))
+            .collect()
     }
 }
 
@@ -105,7 +113,11 @@ impl Pcg64 {
         let mut state = 0u128.wrapping_mul(PCG_MULT).wrapping_add(inc);
         state = state.wrapping_add(seed);
         state = state.wrapping_mul(PCG_MULT).wrapping_add(inc);
-        Self { state, inc, buf32: None }
+        Self {
+            state,
+            inc,
+            buf32: None,
+        }
     }
 
     /// `get_rng(s, m)`: `default_rng(SeedSequence(extended_entropy(s, m)))`.
@@ -156,10 +168,16 @@ impl Pcg64 {
                     let xx = -crate::ziggurat::NOR_INV_R * (-self.next_double()).ln_1p();
                     let yy = -(-self.next_double()).ln_1p();
                     if yy + yy > xx * xx {
-                        return if (rabs >> 8) & 1 == 1 { -(crate::ziggurat::NOR_R + xx) } else { crate::ziggurat::NOR_R + xx };
+                        return if (rabs >> 8) & 1 == 1 {
+                            -(crate::ziggurat::NOR_R + xx)
+                        } else {
+                            crate::ziggurat::NOR_R + xx
+                        };
                     }
                 }
-            } else if (t.fi[idx - 1] - t.fi[idx]) * self.next_double() + t.fi[idx] < (-0.5 * x * x).exp() {
+            } else if (t.fi[idx - 1] - t.fi[idx]) * self.next_double() + t.fi[idx]
+                < (-0.5 * x * x).exp()
+            {
                 return x;
             }
         }

@@ -1,14 +1,20 @@
-//! The ziggurat tables of numpy's `random_standard_normal` (256 layers, 52-bit), computed
-//! with the classic recurrence (Marsaglia & Tsang) from `r` and the layer area `v`.
+//! The ziggurat tables of numpy's `random_standard_normal` (256 layers, 52-bit).
+//!
+//! The layer widths `wi` are numpy's own, recovered from its outputs by
+//! `scripts/numpy_ziggurat_widths.py` (the fast path returns `rabs × wi[idx]`, which pins
+//! each double down). The acceptance thresholds and densities follow from them with the
+//! classic construction (Marsaglia & Tsang): with `x_i = wi[i]·2^52` the layer edges,
+//! `ki[i+1] = ⌊x_i / x_{i+1} · 2^52⌋`, `ki[0] = ⌊r / (wi[0]·2^52) · 2^52⌋`, `ki[1] = 0`,
+//! `fi[i] = exp(−x_i²/2)`, `fi[0] = 1`. The tests compare two million draws with numpy's.
 
 use std::sync::OnceLock;
+
+use crate::ziggurat_wi::WI_BITS;
 
 /// Start of the tail.
 pub const NOR_R: f64 = 3.654_152_885_361_008_796_351_947_251_8;
 /// `1 / NOR_R`.
 pub const NOR_INV_R: f64 = 0.273_661_237_329_758_272_033_382_475_96;
-/// Area of each layer.
-pub const NOR_V: f64 = 0.004_928_673_233_99;
 
 /// `ki`, `wi`, `fi`.
 #[derive(Debug)]
@@ -26,24 +32,17 @@ pub fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
         let m1 = 4_503_599_627_370_496.0_f64; // 2^52
+        let wi: [f64; 256] = std::array::from_fn(|i| f64::from_bits(WI_BITS[i]));
+        let x: [f64; 256] = std::array::from_fn(|i| wi[i] * m1);
         let mut ki = [0u64; 256];
-        let mut wi = [0f64; 256];
         let mut fi = [0f64; 256];
-        let mut dn = NOR_R;
-        let mut tn = dn;
-        let q = NOR_V / (-0.5 * dn * dn).exp();
-        ki[0] = ((dn / q) * m1) as u64;
-        ki[1] = 0;
-        wi[0] = q / m1;
-        wi[255] = dn / m1;
+        ki[0] = ((x[255] / x[0]) * m1) as u64;
         fi[0] = 1.0;
-        fi[255] = (-0.5 * dn * dn).exp();
-        for i in (1..=254).rev() {
-            dn = (-2.0 * (NOR_V / dn + (-0.5 * dn * dn).exp()).ln()).sqrt();
-            ki[i + 1] = ((dn / tn) * m1) as u64;
-            tn = dn;
-            fi[i] = (-0.5 * dn * dn).exp();
-            wi[i] = dn / m1;
+        for i in 1..256 {
+            fi[i] = (-0.5 * x[i] * x[i]).exp();
+        }
+        for i in 1..255 {
+            ki[i + 1] = ((x[i] / x[i + 1]) * m1) as u64;
         }
         Tables { ki, wi, fi }
     })
