@@ -2,7 +2,11 @@
 //!
 //! The random pipeline reproduces numpy bit for bit ([`numpy`], [`ziggurat`]).
 
+pub mod compute;
+pub mod model;
 pub mod numpy;
+pub mod params;
+pub mod weights;
 pub mod ziggurat;
 #[rustfmt::skip]
 mod ziggurat_wi;

@@ -65,9 +65,9 @@ impl SeedSequence {
             }
         }
         for e in entropy.iter().skip(POOL) {
-            for dst in 0..POOL {
+            for p in pool.iter_mut() {
                 let v = hashmix(*e, &mut h);
-                pool[dst] = mix(pool[dst], v);
+                *p = mix(*p, v);
             }
         }
         Self { pool }

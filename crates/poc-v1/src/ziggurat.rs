@@ -12,9 +12,9 @@ use std::sync::OnceLock;
 use crate::ziggurat_wi::WI_BITS;
 
 /// Start of the tail.
-pub const NOR_R: f64 = 3.654_152_885_361_008_796_351_947_251_8;
+pub const NOR_R: f64 = 3.654_152_885_361_009;
 /// `1 / NOR_R`.
-pub const NOR_INV_R: f64 = 0.273_661_237_329_758_272_033_382_475_96;
+pub const NOR_INV_R: f64 = 0.273_661_237_329_758_3;
 
 /// `ki`, `wi`, `fi`.
 #[derive(Debug)]
