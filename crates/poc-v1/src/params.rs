@@ -108,8 +108,8 @@ impl V1Params {
     pub fn validate(&self) -> Result<(), String> {
         if self.dim == 0
             || self.n_heads == 0
-            || self.dim % self.n_heads != 0
-            || self.head_dim() % 2 != 0
+            || !self.dim.is_multiple_of(self.n_heads)
+            || !self.head_dim().is_multiple_of(2)
         {
             return Err("dim must be a positive multiple of n_heads with an even head_dim".into());
         }

@@ -51,6 +51,32 @@ pub enum Command {
     /// of the outcome; exits 0 when every honest participant was accepted and every
     /// cheater rejected, 1 otherwise.
     Devnet(DevnetArgs),
+    /// PoC v1 compute: distances of nonces on the random-weight model of a block hash.
+    #[command(subcommand)]
+    V1(V1Command),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum V1Command {
+    /// Build the round's model and print `{nonce, dist, valid}` per nonce as JSON
+    /// (valid = dist < r_target), with the build and compute times on stderr.
+    Distances {
+        /// Parameter set: `tiny`, `testnet`, `mainnet` (the last two need tens of GB).
+        #[arg(long, default_value = "tiny")]
+        params: String,
+        /// The round's block hash.
+        #[arg(long)]
+        block_hash: String,
+        /// The node's public key.
+        #[arg(long)]
+        public_key: String,
+        /// Nonces `a..b`.
+        #[arg(long, default_value = "0..8")]
+        nonces: String,
+        /// Distance threshold.
+        #[arg(long, default_value_t = 1.4013564660458173)]
+        r_target: f64,
+    },
 }
 
 #[derive(Debug, clap::Args)]

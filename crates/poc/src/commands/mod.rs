@@ -8,6 +8,7 @@ mod mlnode;
 mod model;
 mod rng;
 mod store;
+mod v1;
 
 use std::process::ExitCode;
 
@@ -34,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => chain::keys(cmd).map(|()| ExitCode::SUCCESS),
         Command::Api(args) => api::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Devnet(args) => devnet::run(&args),
+        Command::V1(cmd) => v1::run(cmd).map(|()| ExitCode::SUCCESS),
     }
 }
