@@ -20,6 +20,7 @@ pub mod compute;
 pub mod metrics;
 mod server;
 pub mod settings;
+pub mod v1;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -134,9 +135,21 @@ pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
         port: addr.port(),
         jobs: Default::default(),
         queued_nonces: Default::default(),
+        v1: Arc::new(v1::V1Service::new()),
     });
     let (shutdown, rx) = watch::channel(false);
     tokio::spawn(Arc::clone(&callbacks).run(rx.clone()));
+    let v1_sender = Arc::clone(&state.v1);
+    let v1_interval = config.settings.callback_interval;
+    let mut v1_rx = rx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(v1_interval) => v1_sender.send_pending().await,
+                _ = v1_rx.changed() => return,
+            }
+        }
+    });
     let evict_state = Arc::clone(&state);
     let mut evict_rx = rx.clone();
     tokio::spawn(async move {

@@ -63,6 +63,7 @@ pub struct AppState {
     pub(crate) port: u16,
     pub(crate) jobs: Mutex<HashMap<String, JobRecord>>,
     pub(crate) queued_nonces: AtomicUsize,
+    pub(crate) v1: Arc<crate::v1::V1Service>,
 }
 
 impl AppState {
@@ -196,7 +197,31 @@ fn to_artifacts(v: &[NonceVector]) -> Vec<Artifact> {
         .collect()
 }
 
+fn v1_reply(r: Result<Value, crate::v1::V1Error>) -> Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(crate::v1::V1Error(code, msg)) => detail(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+            msg,
+        ),
+    }
+}
+
+async fn v1_init_generate(st: Shared, body: Bytes) -> Response {
+    let b: crate::v1::V1Init = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    // v1 and v2 never run together.
+    st.stop_all().await;
+    v1_reply(st.v1.init_generate(b).await)
+}
+
 async fn init_generate(st: Shared, layer: Layer, body: Bytes) -> Response {
+    if layer == Layer::Backend && crate::v1::is_v1_body(&body) {
+        return v1_init_generate(st, body).await;
+    }
+    st.v1.release();
     let b: InitGenerateBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -278,6 +303,9 @@ fn backend_status(st: &AppState) -> Value {
 }
 
 async fn status(st: Shared, layer: Layer) -> Response {
+    if layer == Layer::Backend && st.v1.active() {
+        return axum::Json(st.v1.status()).into_response();
+    }
     let s = backend_status(&st);
     match layer {
         Layer::Backend => axum::Json(s).into_response(),
@@ -290,6 +318,11 @@ async fn status(st: Shared, layer: Layer) -> Response {
 }
 
 async fn stop(st: Shared, layer: Layer) -> Response {
+    if layer == Layer::Backend && st.v1.active() {
+        let r = st.v1.stop();
+        st.stop_all().await;
+        return axum::Json(r).into_response();
+    }
     st.stop_all().await;
     for (_, r) in st.jobs().iter_mut() {
         if matches!(r.status, JobStatus::Queued) {
@@ -794,6 +827,53 @@ pub fn router(state: Shared, body_limit: usize) -> Router {
             );
     }
     r.route(
+        "/api/v1/pow/init",
+        post(|State(s): State<Shared>, b: Bytes| async move {
+            match parse::<crate::v1::V1Init>(&b) {
+                Ok(i) => {
+                    s.stop_all().await;
+                    v1_reply(s.v1.init(i).await)
+                }
+                Err(r) => r,
+            }
+        }),
+    )
+    .route(
+        "/api/v1/pow/init/validate",
+        post(|State(s): State<Shared>, b: Bytes| async move {
+            match parse::<crate::v1::V1Init>(&b) {
+                Ok(i) => {
+                    s.stop_all().await;
+                    v1_reply(s.v1.init_validate(Some(i)).await)
+                }
+                Err(r) => r,
+            }
+        }),
+    )
+    .route(
+        "/api/v1/pow/phase/generate",
+        post(|State(s): State<Shared>| async move { v1_reply(s.v1.phase_generate()) }),
+    )
+    .route(
+        "/api/v1/pow/phase/validate",
+        post(|State(s): State<Shared>| async move { v1_reply(s.v1.init_validate(None).await) }),
+    )
+    .route(
+        "/api/v1/pow/validate",
+        post(|State(s): State<Shared>, b: Bytes| async move {
+            match parse::<crate::v1::ProofBatch>(&b) {
+                Ok(batch) => match s.v1.validate(batch).await {
+                    Ok(()) => axum::Json(Value::Null).into_response(),
+                    Err(crate::v1::V1Error(code, msg)) => detail(
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                        msg,
+                    ),
+                },
+                Err(r) => r,
+            }
+        }),
+    )
+    .route(
         "/v1/chat/completions",
         post(|State(s): State<Shared>, b: Bytes| chat_completions(s, b)),
     )
