@@ -103,6 +103,7 @@ fn bench(c: &mut Criterion) {
                 keep_stages: 10,
                 proof_rate_per_sec: 1e9,
                 proof_rate_burst: 1e9,
+                v1: Default::default(),
                 validation: ValidationConfig::default(),
             }
         };

@@ -56,6 +56,40 @@ impl Default for ValidationConfig {
     }
 }
 
+/// PoC v1 round settings (the chain of this implementation does not carry the v1
+/// model parameters, so the API node sends these to its ML nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct V1Config {
+    /// Parameter set: `mainnet`, `testnet` or `tiny`.
+    pub params: String,
+    /// Distance threshold.
+    pub r_target: f64,
+    /// Fraud threshold of the v1 binomial test.
+    pub fraud_threshold: f64,
+}
+
+impl Default for V1Config {
+    fn default() -> Self {
+        Self {
+            params: "mainnet".into(),
+            r_target: 1.401_356_466_045_817_3,
+            fraud_threshold: 1e-7,
+        }
+    }
+}
+
+impl V1Config {
+    /// The model parameters as the ML node's JSON.
+    pub fn model_params(&self) -> serde_json::Value {
+        serde_json::to_value(
+            poc_v1::params::V1Params::by_name(&self.params)
+                .unwrap_or_else(poc_v1::params::V1Params::mainnet),
+        )
+        .expect("params serialise")
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +138,9 @@ pub struct ApiConfig {
     /// Validation tuning.
     #[serde(default)]
     pub validation: ValidationConfig,
+    /// PoC v1 settings.
+    #[serde(default)]
+    pub v1: V1Config,
 }
 
 fn default_commit_interval() -> f64 {
@@ -170,6 +207,12 @@ impl ApiConfig {
         }
         if self.commit_interval_s <= 0.0 || self.chain_poll_s <= 0.0 {
             return Err("commit_interval_s and chain_poll_s must be positive".into());
+        }
+        if poc_v1::params::V1Params::by_name(&self.v1.params).is_none() {
+            return Err(format!(
+                "v1.params {:?} must be mainnet, testnet or tiny",
+                self.v1.params
+            ));
         }
         if self.validation.workers == 0 || self.validation.flush_size == 0 {
             return Err("validation.workers and validation.flush_size must be positive".into());

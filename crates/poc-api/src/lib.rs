@@ -12,6 +12,7 @@ pub mod phase;
 pub mod proofs;
 pub mod sampling;
 pub mod server;
+pub mod v1flow;
 pub mod validator;
 
 use std::collections::{BTreeMap, HashMap};
@@ -113,7 +114,6 @@ struct Triggers {
     conf_generation: Option<i64>,
     conf_validation: Option<i64>,
     seed: Option<u64>,
-    v1_warned: Option<i64>,
 }
 
 /// Keys allowed to sign for an account: `(address, compressed key)`.
@@ -235,14 +235,7 @@ impl Shared {
             }
         }
         if !v.should_use_v2() {
-            let mut t = self.triggers.lock().expect("triggers");
-            if upcoming && t.v1_warned != Some(s) {
-                t.v1_warned = Some(s);
-                tracing::warn!(
-                    stage = s,
-                    "the chain runs PoC v1 for this stage; this API node implements the v2 flow only"
-                );
-            }
+            self.on_view_v1(v, upcoming, s, phase).await;
             return;
         }
         // Regular PoC.
@@ -343,6 +336,85 @@ impl Shared {
                                 sampling_hash,
                             };
                             tokio::spawn(validator::validate_stage(Arc::clone(self), job));
+                        }
+                        None => self.triggers.lock().expect("triggers").conf_validation = None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The v1 flow's triggers (regular PoC and v1 confirmation events).
+    async fn on_view_v1(self: &Arc<Self>, v: &ChainView, upcoming: bool, s: i64, phase: Phase) {
+        let ctx = v.latest_ctx();
+        if upcoming
+            && v.accept_generated()
+            && matches!(phase, Phase::PoCGenerate | Phase::PoCGenerateWindDown)
+        {
+            let go = {
+                let mut t = self.triggers.lock().expect("triggers");
+                (t.generation != Some(s))
+                    .then(|| t.generation = Some(s))
+                    .is_some()
+            };
+            if go {
+                match self.block_hash(s).await {
+                    Some(hash) => self.v1_start_generation(&hash, s).await,
+                    None => self.triggers.lock().expect("triggers").generation = None,
+                }
+            }
+        }
+        if upcoming
+            && matches!(phase, Phase::PoCValidate | Phase::PoCValidateWindDown)
+            && v.height > ctx.start_of_poc_validation()
+        {
+            let go = {
+                let mut t = self.triggers.lock().expect("triggers");
+                (t.validation != Some(s))
+                    .then(|| t.validation = Some(s))
+                    .is_some()
+            };
+            if go {
+                match (
+                    self.block_hash(s).await,
+                    self.block_hash(ctx.start_of_poc_validation()).await,
+                ) {
+                    (Some(seed), Some(sampling)) => {
+                        tokio::spawn(Arc::clone(self).v1_validate_stage(s, seed, sampling));
+                    }
+                    _ => self.triggers.lock().expect("triggers").validation = None,
+                }
+            }
+        }
+        if let Some(e) = v.event().cloned() {
+            let ep = &v.info.params.epoch_params;
+            let t_h = e.trigger_height;
+            if e.phase == ConfirmationPhase::Generation && e.in_batch_window(v.height, ep) {
+                let go = {
+                    let mut t = self.triggers.lock().expect("triggers");
+                    (t.conf_generation != Some(t_h))
+                        .then(|| t.conf_generation = Some(t_h))
+                        .is_some()
+                };
+                if go {
+                    self.v1_start_generation(&e.poc_seed_block_hash, t_h).await;
+                }
+            }
+            if e.phase == ConfirmationPhase::Validation {
+                let go = {
+                    let mut t = self.triggers.lock().expect("triggers");
+                    (t.conf_validation != Some(t_h))
+                        .then(|| t.conf_validation = Some(t_h))
+                        .is_some()
+                };
+                if go {
+                    match self.block_hash(e.validation_start(ep)).await {
+                        Some(sampling) => {
+                            tokio::spawn(Arc::clone(self).v1_validate_stage(
+                                t_h,
+                                e.poc_seed_block_hash.clone(),
+                                sampling,
+                            ));
                         }
                         None => self.triggers.lock().expect("triggers").conf_validation = None,
                     }

@@ -160,6 +160,17 @@ impl Broker {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// POSTs JSON to a node path.
+    pub async fn post_json(
+        &self,
+        node: &MlNode,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, String> {
+        self.call(node, reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
     /// Checks every node (`GET …/pow/status`) and records the result.
     pub async fn check_health(&self) {
         for n in &self.nodes {

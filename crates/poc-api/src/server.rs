@@ -55,10 +55,16 @@ pub fn callback_router(st: Arc<Shared>) -> Router {
     Router::new()
         .route("/v2/poc-batches/generated", post(generated))
         .route("/v2/poc-batches/validated", post(validated))
-        .route("/v1/poc-batches/generated", post(v1_callback))
-        .route("/v1/poc-batches/validated", post(v1_callback))
-        .route("/mlnode/v1/poc-batches/generated", post(v1_callback))
-        .route("/mlnode/v1/poc-batches/validated", post(v1_callback))
+        .route("/v1/poc-batches/generated", post(crate::v1flow::generated))
+        .route("/v1/poc-batches/validated", post(crate::v1flow::validated))
+        .route(
+            "/mlnode/v1/poc-batches/generated",
+            post(crate::v1flow::generated),
+        )
+        .route(
+            "/mlnode/v1/poc-batches/validated",
+            post(crate::v1flow::validated),
+        )
         .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
         .with_state(st)
 }
@@ -247,22 +253,6 @@ async fn validated(State(st): S, body: Bytes) -> Response {
     tracing::info!(stage = b.block_height, %participant, weight, "verdict from the ML node");
     st.vote(b.block_height, participant, weight).await;
     axum::Json(json!({})).into_response()
-}
-
-async fn v1_callback(State(st): S) -> Response {
-    let v2 = st
-        .view()
-        .is_some_and(|v| v.info.params.poc_params.poc_v2_enabled);
-    if v2 {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PoC v1 callbacks are disabled: the chain runs PoC v2",
-        );
-    }
-    reply(
-        StatusCode::NOT_IMPLEMENTED,
-        "the PoC v1 flow is not implemented by this API node",
-    )
 }
 
 #[derive(Deserialize)]

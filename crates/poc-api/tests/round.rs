@@ -157,6 +157,7 @@ async fn setup() -> Env {
             keep_stages: 10,
             proof_rate_per_sec: 5.0,
             proof_rate_burst: 30.0,
+            v1: Default::default(),
             validation: ValidationConfig {
                 request_timeout_s: 5.0,
                 max_retries: 5,

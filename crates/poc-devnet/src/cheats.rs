@@ -46,9 +46,10 @@ impl Cheat {
         }
     }
 
-    /// Whether the cheat is a callback proxy.
-    pub fn proxied(self) -> bool {
-        !matches!(self, Self::RoundedModel)
+    /// Whether the cheat is a callback proxy (in PoC v1 every cheater is: the v1 model is
+    /// built from the block hash, so a cheaper served model changes nothing there).
+    pub fn proxied(self, v1: bool) -> bool {
+        v1 || !matches!(self, Self::RoundedModel)
     }
 }
 
@@ -135,6 +136,59 @@ async fn forward(p: &Proxy, path: &str, v: Value) -> Response {
     }
 }
 
+/// PoC v1: every kind of cheater claims fabricated nonces with the distances of real
+/// ones (an inflated count without compute); most fail `r_target` when recomputed.
+fn rewrite_v1(mut body: Value) -> Value {
+    let (Some(n), Some(d)) = (
+        body["nonces"].as_array().cloned(),
+        body["dist"].as_array().cloned(),
+    ) else {
+        return body;
+    };
+    let mut nonces = n.clone();
+    let mut dist = d.clone();
+    for (x, y) in n.iter().zip(&d) {
+        if let Some(x) = x.as_i64() {
+            nonces.push(Value::from(x + FABRICATED_NONCE_OFFSET));
+            dist.push(y.clone());
+        }
+    }
+    body["nonces"] = Value::Array(nonces);
+    body["dist"] = Value::Array(dist);
+    body
+}
+
+async fn generated_v1(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => forward_to(&p, "/v1/poc-batches/generated", rewrite_v1(v)).await,
+        Err(_) => (StatusCode::BAD_REQUEST, "malformed").into_response(),
+    }
+}
+
+async fn validated_v1(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => forward_to(&p, "/v1/poc-batches/validated", v).await,
+        Err(_) => (StatusCode::BAD_REQUEST, "malformed").into_response(),
+    }
+}
+
+async fn forward_to(p: &Proxy, path: &str, v: Value) -> Response {
+    match p
+        .http
+        .post(format!("{}{path}", p.target))
+        .json(&v)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, r.bytes().await.unwrap_or_default()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
 /// A listening proxy whose target is set once the API node runs.
 pub struct ProxySlot {
     /// Where the ML node posts.
@@ -165,6 +219,8 @@ impl ProxySlot {
         let app = Router::new()
             .route("/v2/poc-batches/generated", post(generated))
             .route("/v2/poc-batches/validated", post(validated))
+            .route("/v1/poc-batches/generated", post(generated_v1))
+            .route("/v1/poc-batches/validated", post(validated_v1))
             .with_state(p);
         tokio::spawn(async move {
             let _ = axum::serve(self.listener, app).await;

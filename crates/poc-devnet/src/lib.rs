@@ -29,6 +29,9 @@ use serde::Serialize;
 
 pub use cheats::Cheat;
 
+/// `r_target` of the devnet's v1 rounds: about 40 % of the tiny model's nonces pass.
+pub const V1_R_TARGET: f64 = 1.408;
+
 /// Which PoC the network runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -167,6 +170,8 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     /// Confirmation events seen (epoch, sequence, trigger height, phase).
     pub confirmation_events: Vec<(u64, u64, i64, String)>,
+    /// Migration mode: the epoch in which governance switched to V2 (the grace epoch).
+    pub switched_to_v2_in_epoch: Option<u64>,
     /// Wall time.
     pub wall_s: f64,
     /// Every participant as expected.
@@ -265,6 +270,12 @@ pub fn devnet_params(o: &DevnetOptions, model_name: &str) -> Params {
 /// each participant's artifact counter at the start.
 type Watch = (StageReport, Instant, Option<Instant>, BTreeMap<usize, u64>);
 
+/// Nonces and artifacts a participant's API node received (v1 and v2).
+fn received(m: &Member) -> u64 {
+    let metrics = &m.api.shared.metrics;
+    metrics.get("poc_artifacts_received_total") + metrics.get("poc_v1_nonces_received_total")
+}
+
 struct Member {
     index: usize,
     cheat: Option<Cheat>,
@@ -283,6 +294,8 @@ pub struct Devnet {
     chain: Option<RunningChain>,
     members: Vec<Member>,
     run_dir: PathBuf,
+    authority: PrivateKey,
+    switched_at: Option<u64>,
 }
 
 fn free_addr() -> std::net::SocketAddr {
@@ -294,9 +307,6 @@ fn free_addr() -> std::net::SocketAddr {
 impl Devnet {
     /// Starts every component.
     pub async fn start(o: DevnetOptions) -> Result<Self, DevnetError> {
-        if o.mode != Mode::V2 {
-            return Err(DevnetError::Options(format!("--mode {:?} needs the PoC v1 flow, which this build does not have yet; use --mode v2", o.mode).to_lowercase()));
-        }
         if o.participants == 0 || o.cheaters >= o.participants {
             return Err(DevnetError::Options(
                 "need at least one honest participant (--cheaters < --participants)".into(),
@@ -336,12 +346,11 @@ impl Devnet {
             accounts.push(a);
             warms.push(w);
         }
+        let authority = home::generate_key().map_err(|e| comp("key")(e.to_string()))?;
         let genesis = Genesis {
             chain_id: "poc-devnet".into(),
             genesis_time: 0,
-            authority: home::generate_key()
-                .map_err(|e| comp("key")(e.to_string()))?
-                .address(),
+            authority: authority.address(),
             params: devnet_params(&o, &model_name),
             participants: accounts
                 .iter()
@@ -388,7 +397,7 @@ impl Devnet {
             .await
             .map_err(|e| comp("ML node")(e.to_string()))?;
             let slot = match cheat {
-                Some(c) if c.proxied() => Some(
+                Some(c) if c.proxied(o.mode != Mode::V2) => Some(
                     cheats::ProxySlot::bind(c)
                         .await
                         .map_err(|e| comp("cheat proxy")(e.to_string()))?,
@@ -416,6 +425,11 @@ impl Devnet {
                 keep_stages: 10,
                 proof_rate_per_sec: 50.0,
                 proof_rate_burst: 100.0,
+                v1: poc_api::config::V1Config {
+                    params: "tiny".into(),
+                    r_target: V1_R_TARGET,
+                    fraud_threshold: 1e-7,
+                },
                 validation: ValidationConfig {
                     request_timeout_s: 10.0,
                     max_retries: 5,
@@ -445,6 +459,8 @@ impl Devnet {
             chain: Some(chain),
             members,
             run_dir,
+            authority,
+            switched_at: None,
         })
     }
 
@@ -501,12 +517,7 @@ impl Devnet {
                 let base: BTreeMap<usize, u64> = self
                     .members
                     .iter()
-                    .map(|m| {
-                        (
-                            m.index,
-                            m.api.shared.metrics.get("poc_artifacts_received_total"),
-                        )
-                    })
+                    .map(|m| (m.index, received(m)))
                     .collect();
                 current = Some((
                     StageReport {
@@ -524,8 +535,7 @@ impl Devnet {
             }
             if let Some((s, t0, tv, base)) = current.as_mut() {
                 for m in &self.members {
-                    let got = m.api.shared.metrics.get("poc_artifacts_received_total")
-                        - base.get(&m.index).copied().unwrap_or(0);
+                    let got = received(m).saturating_sub(base.get(&m.index).copied().unwrap_or(0));
                     if got > 0 && !s.phase_switch_latency_s.contains_key(&m.index) {
                         s.phase_switch_latency_s
                             .insert(m.index, t0.elapsed().as_secs_f64());
@@ -537,17 +547,7 @@ impl Devnet {
                 }
                 if matches!(phase, Phase::PoCValidate | Phase::PoCValidateWindDown) {
                     let start = *tv.get_or_insert_with(Instant::now);
-                    let votes: usize = self
-                        .client
-                        .validations_v2(s.stage)
-                        .await
-                        .map(|v| {
-                            v.poc_validation
-                                .iter()
-                                .map(|p| p.poc_validation.len())
-                                .sum()
-                        })
-                        .unwrap_or(0);
+                    let votes = self.votes_at(s.stage).await;
                     if votes > s.votes {
                         s.votes = votes;
                         s.validation_duration_s = start.elapsed().as_secs_f64();
@@ -567,6 +567,14 @@ impl Devnet {
                         ml.shutdown().await;
                     }
                 }
+            }
+            // Migration: governance switches to V2 once half of the epochs ran on V1.
+            if o.mode == Mode::Migration
+                && self.switched_at.is_none()
+                && info.effective_epoch.index >= o.epochs.div_ceil(2)
+                && !upcoming
+            {
+                self.switch_to_v2(&info).await?;
             }
             ui.update(h, &info, phase, &self.members, &self.client)
                 .await;
@@ -594,6 +602,64 @@ impl Devnet {
         Ok(report)
     }
 
+    /// Votes on chain for a stage (v2 and v1).
+    async fn votes_at(&self, stage: i64) -> usize {
+        let v2: usize = self
+            .client
+            .validations_v2(stage)
+            .await
+            .map(|v| {
+                v.poc_validation
+                    .iter()
+                    .map(|p| p.poc_validation.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let v1: usize = self
+            .client
+            .validations_v1(stage)
+            .await
+            .map(|v| {
+                v.poc_validation
+                    .iter()
+                    .map(|p| p.poc_validation.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        v1 + v2
+    }
+
+    /// Governance `MsgUpdateParams` turning `poc_v2_enabled` on (no restart).
+    async fn switch_to_v2(&mut self, info: &EpochInfoResponse) -> Result<(), DevnetError> {
+        let mut params = info.params.clone();
+        params.poc_params.poc_v2_enabled = true;
+        let signer = poc_chain_client::TxSigner::new(self.client.clone(), self.authority.clone());
+        let msg = poc_chain::msgs::Msg::UpdateParams {
+            authority: self.authority.address(),
+            params: Box::new(params),
+        };
+        let r = signer
+            .send(
+                &[poc_chain::tx::TxMsg::Direct(msg)],
+                poc_chain::api::BroadcastMode::Block,
+            )
+            .await
+            .map_err(|e| DevnetError::Component(format!("governance: {e}")))?;
+        if r.result.code != 0 {
+            return Err(DevnetError::Component(format!(
+                "governance switch rejected: {}",
+                r.result.raw_log
+            )));
+        }
+        self.switched_at = Some(info.effective_epoch.index);
+        Ok(())
+    }
+
+    /// The epoch in which governance switched to V2 (the grace epoch), in migration mode.
+    pub fn switched_at(&self) -> Option<u64> {
+        self.switched_at
+    }
+
     async fn report(
         &self,
         stages: Vec<StageReport>,
@@ -606,27 +672,70 @@ impl Devnet {
         let info = c.epoch_info().await.map_err(e)?;
         let stage = info.latest_epoch.poc_start_block_height;
         let group = c.epoch_group(info.effective_epoch.index).await.map_err(e)?;
+        let v2 = info.params.poc_params.poc_v2_enabled;
         let votes = c.validations_v2(stage).await.map_err(e)?;
+        let votes_v1 = c.validations_v1(stage).await.map_err(e)?;
+        let batches = c.batches(stage).await.map_err(e)?;
         let mut participants = Vec::new();
         for m in &self.members {
             let addr = m.account.address();
-            let commit = c.store_commit(stage, &addr).await.map_err(e)?;
-            let dist = c.distribution(stage, &addr).await.map_err(e)?;
-            let rec = votes.poc_validation.iter().find(|r| r.participant == addr);
-            let (valid, invalid) = rec
-                .map(|r| {
-                    (
-                        r.poc_validation
-                            .iter()
-                            .filter(|v| v.validated_weight > 0)
-                            .count(),
-                        r.poc_validation
-                            .iter()
-                            .filter(|v| v.validated_weight <= 0)
-                            .count(),
-                    )
-                })
-                .unwrap_or((0, 0));
+            let (count, distribution, valid, invalid) = if v2 {
+                let commit = c.store_commit(stage, &addr).await.map_err(e)?;
+                let dist = c.distribution(stage, &addr).await.map_err(e)?;
+                let rec = votes.poc_validation.iter().find(|r| r.participant == addr);
+                let (valid, invalid) = rec
+                    .map(|r| {
+                        (
+                            r.poc_validation
+                                .iter()
+                                .filter(|v| v.validated_weight > 0)
+                                .count(),
+                            r.poc_validation
+                                .iter()
+                                .filter(|v| v.validated_weight <= 0)
+                                .count(),
+                        )
+                    })
+                    .unwrap_or((0, 0));
+                let d: BTreeMap<String, u32> = dist
+                    .weights
+                    .iter()
+                    .map(|w| (w.node_id.clone(), w.weight))
+                    .collect();
+                (commit.count, d, valid, invalid)
+            } else {
+                // v1: unique nonces over the participant's batches, split by ML node.
+                let mut seen = std::collections::BTreeSet::new();
+                let mut by_node: BTreeMap<String, u32> = BTreeMap::new();
+                for b in batches
+                    .poc_batch
+                    .iter()
+                    .filter(|p| p.participant == addr)
+                    .flat_map(|p| &p.poc_batch)
+                {
+                    for n in &b.nonces {
+                        if seen.insert(*n) {
+                            *by_node.entry(b.node_id.clone()).or_default() += 1;
+                        }
+                    }
+                }
+                let rec = votes_v1
+                    .poc_validation
+                    .iter()
+                    .find(|r| r.participant == addr);
+                let (valid, invalid) = rec
+                    .map(|r| {
+                        (
+                            r.poc_validation
+                                .iter()
+                                .filter(|v| !v.fraud_detected)
+                                .count(),
+                            r.poc_validation.iter().filter(|v| v.fraud_detected).count(),
+                        )
+                    })
+                    .unwrap_or((0, 0));
+                (seen.len() as u32, by_node, valid, invalid)
+            };
             // The PoC result (a participant deactivated by confirmation PoC keeps it here
             // but leaves the validator set).
             let weight = group
@@ -657,12 +766,8 @@ impl Devnet {
                         "honest".into()
                     }
                 }),
-                committed_count: commit.count,
-                distribution: dist
-                    .weights
-                    .iter()
-                    .map(|w| (w.node_id.clone(), w.weight))
-                    .collect(),
+                committed_count: count,
+                distribution,
                 votes_valid: valid,
                 votes_invalid: invalid,
                 accepted,
@@ -690,6 +795,7 @@ impl Devnet {
             participants,
             stages,
             confirmation_events,
+            switched_to_v2_in_epoch: self.switched_at,
             wall_s: wall.as_secs_f64(),
             ok,
         })
@@ -808,7 +914,7 @@ impl Progress {
                 "p{} {:<15} artifacts {:>7} | committed {:>7} | votes +{v} -{i}",
                 m.index,
                 m.cheat.map(|c| c.name()).unwrap_or("honest"),
-                m.api.shared.metrics.get("poc_artifacts_received_total"),
+                received(m),
                 committed
             ));
             b.tick();
@@ -887,6 +993,11 @@ pub fn table(r: &Report) -> String {
             rate.join(", "),
             st.votes,
             st.validation_duration_s
+        ));
+    }
+    if let Some(e) = r.switched_to_v2_in_epoch {
+        s.push_str(&format!(
+            "governance switched to PoC v2 in epoch {e} (its grace epoch), without a restart\n"
         ));
     }
     for (e, q, t, ph) in &r.confirmation_events {

@@ -172,3 +172,77 @@ async fn confirmation_pass_and_fail() {
     );
     net.shutdown().await;
 }
+
+/// v1 mode: batches on chain, no store commits; every cheater (inflating its v1 batches
+/// with fabricated nonces) rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v1_round_batches_on_chain_and_cheaters_rejected() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(DevnetOptions {
+        participants: 4,
+        cheaters: 1,
+        epochs: 1,
+        mode: poc_devnet::Mode::V1,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let report = net.run().await.unwrap();
+    eprintln!("{}", poc_devnet::table(&report));
+    assert!(report.ok);
+    let stage = report.stages[0].stage;
+    assert!(net.client.count_batches(stage).await.unwrap() > 0);
+    assert!(net.client.count_validations(stage).await.unwrap() >= 12);
+    for a in net.addresses() {
+        assert!(
+            !net.client.store_commit(stage, &a).await.unwrap().found,
+            "no store commits in v1"
+        );
+    }
+    // The cheater claimed about twice the honest count and was voted fraudulent.
+    let cheater = &report.participants[3];
+    assert!(cheater.committed_count > report.participants[0].committed_count * 3 / 2);
+    assert_eq!(cheater.votes_valid, 0);
+    net.shutdown().await;
+}
+
+/// Migration: a v1 regular PoC, then a governance switch to v2 without a restart, then a
+/// v2 regular PoC with store commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_v1_to_v2_via_governance_without_restart() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(DevnetOptions {
+        participants: 4,
+        cheaters: 1,
+        epochs: 2,
+        mode: poc_devnet::Mode::Migration,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let report = net.run().await.unwrap();
+    eprintln!("{}", poc_devnet::table(&report));
+    assert!(report.ok);
+    assert_eq!(report.switched_to_v2_in_epoch, Some(1));
+    let (v1_stage, v2_stage) = (report.stages[0].stage, report.stages[1].stage);
+    assert!(net.client.count_batches(v1_stage).await.unwrap() > 0);
+    let a = &net.addresses()[0];
+    assert!(!net.client.store_commit(v1_stage, a).await.unwrap().found);
+    assert!(
+        net.client.store_commit(v2_stage, a).await.unwrap().found,
+        "v2 commits after the switch"
+    );
+    assert_eq!(net.client.count_batches(v2_stage).await.unwrap(), 0);
+    assert!(
+        net.client
+            .params()
+            .await
+            .unwrap()
+            .params
+            .poc_params
+            .poc_v2_enabled
+    );
+    net.shutdown().await;
+}
