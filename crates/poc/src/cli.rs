@@ -92,7 +92,8 @@ pub struct DevnetArgs {
     /// Regular PoC rounds to run.
     #[arg(long, default_value_t = 2)]
     pub epochs: u64,
-    /// `v2`, or `v1` / `migration` (these need the PoC v1 flow, not in this build).
+    /// `v2`; `v1` (PoC v1 on the tiny v1 model); `migration` (v1 with v2 tracking, then a
+    /// governance switch to v2 halfway, without restarts).
     #[arg(long, default_value = "v2", value_parser = ["v2", "v1", "migration"])]
     pub mode: String,
     /// `tiny-moe` (embedded, generated and cached under the home) or a checkpoint directory.
