@@ -121,7 +121,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
         ),
         503
     );
-    // The v1 callbacks are the seam for the v1 flow.
+    // The v1 callbacks are live in v1 mode (an empty body is malformed).
     assert_eq!(
         status(
             http.post(format!("{ml}/v1/poc-batches/generated"))
@@ -130,7 +130,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
                 .await
                 .unwrap()
         ),
-        501
+        400
     );
     let health: serde_json::Value = http
         .get(format!("{public}/health"))

@@ -78,6 +78,10 @@ pub struct DevnetOptions {
     pub dropouts: Vec<usize>,
     /// Leaves sampled per validated participant.
     pub sample_size: i32,
+    /// Migration mode: switch to V2 during the last epoch's first confirmation event
+    /// (once it is validating) instead of after half of the epochs, and wait for a second
+    /// confirmation event — the grace-epoch scenario.
+    pub switch_during_confirmation: bool,
     /// Live progress on stderr.
     pub progress: bool,
 }
@@ -100,6 +104,7 @@ impl Default for DevnetOptions {
             confirmations: 0,
             dropouts: vec![],
             sample_size: 40,
+            switch_during_confirmation: false,
             progress: true,
         }
     }
@@ -569,11 +574,15 @@ impl Devnet {
                 }
             }
             // Migration: governance switches to V2 once half of the epochs ran on V1.
-            if o.mode == Mode::Migration
-                && self.switched_at.is_none()
-                && info.effective_epoch.index >= o.epochs.div_ceil(2)
-                && !upcoming
-            {
+            let switch_now = if o.switch_during_confirmation {
+                info.effective_epoch.index >= o.epochs
+                    && info.active_confirmation_poc_event.as_ref().is_some_and(|e| {
+                        e.epoch_index == o.epochs && e.phase == poc_chain::confirmation::ConfirmationPhase::Validation
+                    })
+            } else {
+                info.effective_epoch.index >= o.epochs.div_ceil(2) && !upcoming
+            };
+            if o.mode == Mode::Migration && self.switched_at.is_none() && switch_now {
                 self.switch_to_v2(&info).await?;
             }
             ui.update(h, &info, phase, &self.members, &self.client)
@@ -586,8 +595,11 @@ impl Devnet {
                     .await
                     .map(|e| e.events)
                     .unwrap_or_default();
+                let want = if o.switch_during_confirmation { 2 } else { 1 };
                 evs.iter()
-                    .any(|e| e.phase == poc_chain::confirmation::ConfirmationPhase::Completed)
+                    .filter(|e| e.phase == poc_chain::confirmation::ConfirmationPhase::Completed)
+                    .count()
+                    >= want
             };
             if regular_done && conf_done {
                 break;

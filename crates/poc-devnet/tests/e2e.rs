@@ -246,3 +246,48 @@ async fn migration_v1_to_v2_via_governance_without_restart() {
     );
     net.shutdown().await;
 }
+
+/// Migration with confirmation PoC: event 0 of the epoch is tracked in V2 (store commits
+/// keyed by its trigger height, dry run); governance switches to V2 while it validates, so
+/// that epoch is the grace epoch; a second event completes in it too, and a participant
+/// whose ML node went offline is not punished by either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_tracks_event_zero_and_the_grace_epoch_skips_punishment() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(DevnetOptions {
+        participants: 4,
+        cheaters: 0,
+        epochs: 2,
+        mode: poc_devnet::Mode::Migration,
+        epoch_length: 160,
+        confirmations: 1000,
+        dropouts: vec![3],
+        switch_during_confirmation: true,
+        block_time: Duration::from_millis(200),
+        validation_blocks: 16,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let report = net.run().await.unwrap();
+    eprintln!("{}", poc_devnet::table(&report));
+    assert_eq!(report.switched_to_v2_in_epoch, Some(2), "the switch happened in epoch 2: its grace epoch");
+    let events = net.client.confirmation_events(2).await.unwrap().events;
+    assert!(events.len() >= 2, "{events:?}");
+    let e0 = &events[0];
+    assert_eq!(e0.event_sequence, 0);
+    // Event 0 was tracked in V2 (commits keyed by its trigger height) while the regular
+    // PoC ran v1 (batches, no commits).
+    let a = &net.addresses()[0];
+    assert!(net.client.store_commit(e0.trigger_height, a).await.unwrap().found);
+    let regular = report.stages.last().unwrap().stage;
+    assert!(net.client.count_batches(regular).await.unwrap() > 0);
+    assert!(!net.client.store_commit(regular, a).await.unwrap().found);
+    // Nobody was punished in the grace epoch, not even the participant that went offline.
+    for p in &report.participants {
+        assert_eq!(p.status, "ACTIVE", "{}", p.role);
+        assert_eq!(p.confirmation_weight, p.weight, "{}: confirmation weight untouched", p.role);
+    }
+    net.shutdown().await;
+}
