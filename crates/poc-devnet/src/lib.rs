@@ -576,9 +576,13 @@ impl Devnet {
             // Migration: governance switches to V2 once half of the epochs ran on V1.
             let switch_now = if o.switch_during_confirmation {
                 info.effective_epoch.index >= o.epochs
-                    && info.active_confirmation_poc_event.as_ref().is_some_and(|e| {
-                        e.epoch_index == o.epochs && e.phase == poc_chain::confirmation::ConfirmationPhase::Validation
-                    })
+                    && info
+                        .active_confirmation_poc_event
+                        .as_ref()
+                        .is_some_and(|e| {
+                            e.epoch_index == o.epochs
+                                && e.phase == poc_chain::confirmation::ConfirmationPhase::Validation
+                        })
             } else {
                 info.effective_epoch.index >= o.epochs.div_ceil(2) && !upcoming
             };

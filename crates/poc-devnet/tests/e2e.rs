@@ -272,7 +272,11 @@ async fn migration_tracks_event_zero_and_the_grace_epoch_skips_punishment() {
     .unwrap();
     let report = net.run().await.unwrap();
     eprintln!("{}", poc_devnet::table(&report));
-    assert_eq!(report.switched_to_v2_in_epoch, Some(2), "the switch happened in epoch 2: its grace epoch");
+    assert_eq!(
+        report.switched_to_v2_in_epoch,
+        Some(2),
+        "the switch happened in epoch 2: its grace epoch"
+    );
     let events = net.client.confirmation_events(2).await.unwrap().events;
     assert!(events.len() >= 2, "{events:?}");
     let e0 = &events[0];
@@ -280,14 +284,24 @@ async fn migration_tracks_event_zero_and_the_grace_epoch_skips_punishment() {
     // Event 0 was tracked in V2 (commits keyed by its trigger height) while the regular
     // PoC ran v1 (batches, no commits).
     let a = &net.addresses()[0];
-    assert!(net.client.store_commit(e0.trigger_height, a).await.unwrap().found);
+    assert!(
+        net.client
+            .store_commit(e0.trigger_height, a)
+            .await
+            .unwrap()
+            .found
+    );
     let regular = report.stages.last().unwrap().stage;
     assert!(net.client.count_batches(regular).await.unwrap() > 0);
     assert!(!net.client.store_commit(regular, a).await.unwrap().found);
     // Nobody was punished in the grace epoch, not even the participant that went offline.
     for p in &report.participants {
         assert_eq!(p.status, "ACTIVE", "{}", p.role);
-        assert_eq!(p.confirmation_weight, p.weight, "{}: confirmation weight untouched", p.role);
+        assert_eq!(
+            p.confirmation_weight, p.weight,
+            "{}: confirmation weight untouched",
+            p.role
+        );
     }
     net.shutdown().await;
 }
