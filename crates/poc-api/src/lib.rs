@@ -106,6 +106,15 @@ struct CommitState {
     distributed: bool,
 }
 
+/// Sets `slot` to `v` and says whether it was something else (a one-shot trigger).
+fn first_time<T: PartialEq + Copy>(slot: &mut Option<T>, v: T) -> bool {
+    if *slot == Some(v) {
+        return false;
+    }
+    *slot = Some(v);
+    true
+}
+
 /// Which PoC steps were already triggered.
 #[derive(Debug, Default)]
 struct Triggers {
@@ -212,12 +221,7 @@ impl Shared {
             )
         {
             let epoch = info.latest_epoch.index;
-            let send = {
-                let mut t = self.triggers.lock().expect("triggers");
-                (t.seed != Some(epoch))
-                    .then(|| t.seed = Some(epoch))
-                    .is_some()
-            };
+            let send = first_time(&mut self.triggers.lock().expect("triggers").seed, epoch);
             if send {
                 let seed = Msg::SubmitSeed {
                     creator: self.io.address.clone(),
@@ -243,12 +247,7 @@ impl Shared {
             && matches!(phase, Phase::PoCGenerate | Phase::PoCGenerateWindDown)
             && v.accept_generated()
         {
-            let go = {
-                let mut t = self.triggers.lock().expect("triggers");
-                (t.generation != Some(s))
-                    .then(|| t.generation = Some(s))
-                    .is_some()
-            };
+            let go = first_time(&mut self.triggers.lock().expect("triggers").generation, s);
             if go {
                 match self.block_hash(s).await {
                     Some(hash) => {
@@ -268,12 +267,7 @@ impl Shared {
             }
         }
         if upcoming && matches!(phase, Phase::PoCValidate | Phase::PoCValidateWindDown) {
-            let go = {
-                let mut t = self.triggers.lock().expect("triggers");
-                (t.validation != Some(s))
-                    .then(|| t.validation = Some(s))
-                    .is_some()
-            };
+            let go = first_time(&mut self.triggers.lock().expect("triggers").validation, s);
             if go {
                 let (seed, sampling) = (
                     self.block_hash(s).await,
@@ -297,12 +291,10 @@ impl Shared {
             let ep = &info.params.epoch_params;
             let t_h = e.trigger_height;
             if e.phase == ConfirmationPhase::Generation && e.in_batch_window(v.height, ep) {
-                let go = {
-                    let mut t = self.triggers.lock().expect("triggers");
-                    (t.conf_generation != Some(t_h))
-                        .then(|| t.conf_generation = Some(t_h))
-                        .is_some()
-                };
+                let go = first_time(
+                    &mut self.triggers.lock().expect("triggers").conf_generation,
+                    t_h,
+                );
                 if go {
                     let spec = GenerationSpec {
                         block_hash: e.poc_seed_block_hash.clone(),
@@ -321,12 +313,10 @@ impl Shared {
                 }
             }
             if e.phase == ConfirmationPhase::Validation {
-                let go = {
-                    let mut t = self.triggers.lock().expect("triggers");
-                    (t.conf_validation != Some(t_h))
-                        .then(|| t.conf_validation = Some(t_h))
-                        .is_some()
-                };
+                let go = first_time(
+                    &mut self.triggers.lock().expect("triggers").conf_validation,
+                    t_h,
+                );
                 if go {
                     match self.block_hash(e.validation_start(ep)).await {
                         Some(sampling_hash) => {
@@ -351,12 +341,7 @@ impl Shared {
             && v.accept_generated()
             && matches!(phase, Phase::PoCGenerate | Phase::PoCGenerateWindDown)
         {
-            let go = {
-                let mut t = self.triggers.lock().expect("triggers");
-                (t.generation != Some(s))
-                    .then(|| t.generation = Some(s))
-                    .is_some()
-            };
+            let go = first_time(&mut self.triggers.lock().expect("triggers").generation, s);
             if go {
                 match self.block_hash(s).await {
                     Some(hash) => self.v1_start_generation(&hash, s).await,
@@ -368,12 +353,7 @@ impl Shared {
             && matches!(phase, Phase::PoCValidate | Phase::PoCValidateWindDown)
             && v.height > ctx.start_of_poc_validation()
         {
-            let go = {
-                let mut t = self.triggers.lock().expect("triggers");
-                (t.validation != Some(s))
-                    .then(|| t.validation = Some(s))
-                    .is_some()
-            };
+            let go = first_time(&mut self.triggers.lock().expect("triggers").validation, s);
             if go {
                 match (
                     self.block_hash(s).await,
@@ -390,23 +370,19 @@ impl Shared {
             let ep = &v.info.params.epoch_params;
             let t_h = e.trigger_height;
             if e.phase == ConfirmationPhase::Generation && e.in_batch_window(v.height, ep) {
-                let go = {
-                    let mut t = self.triggers.lock().expect("triggers");
-                    (t.conf_generation != Some(t_h))
-                        .then(|| t.conf_generation = Some(t_h))
-                        .is_some()
-                };
+                let go = first_time(
+                    &mut self.triggers.lock().expect("triggers").conf_generation,
+                    t_h,
+                );
                 if go {
                     self.v1_start_generation(&e.poc_seed_block_hash, t_h).await;
                 }
             }
             if e.phase == ConfirmationPhase::Validation {
-                let go = {
-                    let mut t = self.triggers.lock().expect("triggers");
-                    (t.conf_validation != Some(t_h))
-                        .then(|| t.conf_validation = Some(t_h))
-                        .is_some()
-                };
+                let go = first_time(
+                    &mut self.triggers.lock().expect("triggers").conf_validation,
+                    t_h,
+                );
                 if go {
                     match self.block_hash(e.validation_start(ep)).await {
                         Some(sampling) => {

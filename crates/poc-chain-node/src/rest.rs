@@ -203,85 +203,75 @@ async fn all_distributions(State(s): S, Path(h): Path<String>) -> R<AllDistribut
     ok(AllDistributionsResponse { distributions })
 }
 
-async fn validations_v2(State(s): S, Path(h): Path<String>) -> R<ValidationsV2Response> {
-    let h = height(&h)?;
-    let head = s.head();
-    let st = &head.state;
-    let mut out: Vec<ParticipantRecords<_>> = Vec::new();
-    for ((_, p, _), v) in st
-        .validations_v2
+/// The records of one stage grouped by participant (keys are `(height, participant, _)`,
+/// so one participant's records are adjacent), each group with the participant's keys.
+fn group_by_participant<T: Clone>(
+    st: &ChainState,
+    map: &std::collections::BTreeMap<(i64, String, String), T>,
+    h: i64,
+) -> Vec<(String, String, String, Vec<T>)> {
+    let mut out: Vec<(String, String, String, Vec<T>)> = Vec::new();
+    for ((_, p, _), v) in map
         .range((h, String::new(), String::new())..)
         .take_while(|((hh, _, _), _)| *hh == h)
     {
-        if out.last().is_none_or(|l| l.participant != *p) {
+        if out.last().is_none_or(|l| l.0 != *p) {
             let (b64, hex) = keys(st, p);
-            out.push(ParticipantRecords {
-                participant: p.clone(),
-                pub_key: b64,
-                hex_pub_key: hex,
-                poc_validation: vec![],
-            });
+            out.push((p.clone(), b64, hex, vec![]));
         }
-        out.last_mut()
-            .expect("pushed")
-            .poc_validation
-            .push(v.clone());
+        out.last_mut().expect("pushed").3.push(v.clone());
     }
+    out
+}
+
+fn records<T: Clone>(
+    st: &ChainState,
+    map: &std::collections::BTreeMap<(i64, String, String), T>,
+    h: i64,
+) -> Vec<ParticipantRecords<T>> {
+    group_by_participant(st, map, h)
+        .into_iter()
+        .map(
+            |(participant, pub_key, hex_pub_key, poc_validation)| ParticipantRecords {
+                participant,
+                pub_key,
+                hex_pub_key,
+                poc_validation,
+            },
+        )
+        .collect()
+}
+
+async fn validations_v2(State(s): S, Path(h): Path<String>) -> R<ValidationsV2Response> {
+    let h = height(&h)?;
+    let head = s.head();
     ok(ValidationsV2Response {
-        poc_validation: out,
+        poc_validation: records(&head.state, &head.state.validations_v2, h),
     })
 }
 
 async fn batches(State(s): S, Path(h): Path<String>) -> R<BatchesResponse> {
     let h = height(&h)?;
     let head = s.head();
-    let st = &head.state;
-    let mut out: Vec<ParticipantBatches> = Vec::new();
-    for ((_, p, _), b) in st
-        .batches_v1
-        .range((h, String::new(), String::new())..)
-        .take_while(|((hh, _, _), _)| *hh == h)
-    {
-        if out.last().is_none_or(|l| l.participant != *p) {
-            let (b64, hex) = keys(st, p);
-            out.push(ParticipantBatches {
-                participant: p.clone(),
-                pub_key: b64,
-                hex_pub_key: hex,
-                poc_batch: vec![],
-            });
-        }
-        out.last_mut().expect("pushed").poc_batch.push(b.clone());
-    }
-    ok(BatchesResponse { poc_batch: out })
+    let poc_batch = group_by_participant(&head.state, &head.state.batches_v1, h)
+        .into_iter()
+        .map(
+            |(participant, pub_key, hex_pub_key, poc_batch)| ParticipantBatches {
+                participant,
+                pub_key,
+                hex_pub_key,
+                poc_batch,
+            },
+        )
+        .collect();
+    ok(BatchesResponse { poc_batch })
 }
 
 async fn validations_v1(State(s): S, Path(h): Path<String>) -> R<ValidationsV1Response> {
     let h = height(&h)?;
     let head = s.head();
-    let st = &head.state;
-    let mut out: Vec<ParticipantRecords<_>> = Vec::new();
-    for ((_, p, _), v) in st
-        .validations_v1
-        .range((h, String::new(), String::new())..)
-        .take_while(|((hh, _, _), _)| *hh == h)
-    {
-        if out.last().is_none_or(|l| l.participant != *p) {
-            let (b64, hex) = keys(st, p);
-            out.push(ParticipantRecords {
-                participant: p.clone(),
-                pub_key: b64,
-                hex_pub_key: hex,
-                poc_validation: vec![],
-            });
-        }
-        out.last_mut()
-            .expect("pushed")
-            .poc_validation
-            .push(v.clone());
-    }
     ok(ValidationsV1Response {
-        poc_validation: out,
+        poc_validation: records(&head.state, &head.state.validations_v1, h),
     })
 }
 
