@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Shared;
+use crate::phase::ChainView;
 use crate::proofs::{
     MAX_CLOCK_SKEW_NS, MAX_INDICES, ProofItem, ProofRequest, ProofResponse, response_digest,
     sign_payload, verify_payload,
@@ -33,7 +34,7 @@ pub const MAX_CALLBACK_BYTES: usize = 64 * 1024 * 1024;
 /// How long a validator's signer set is cached.
 pub const AUTHZ_TTL: Duration = Duration::from_secs(120);
 
-fn reply(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn reply(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({"error": msg.into()}))).into_response()
 }
 
@@ -76,6 +77,47 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// The chain view when the v2 callbacks are served and `accepting` holds now; otherwise
+/// the 503 to answer (`what` names the data refused).
+#[allow(clippy::result_large_err)]
+fn v2_callback_view(
+    st: &Shared,
+    accepting: fn(&ChainView) -> bool,
+    what: &str,
+) -> Result<ChainView, Response> {
+    let Some(view) = st.view() else {
+        return Err(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not synced with the chain yet",
+        ));
+    };
+    if !view.v2_endpoints_enabled() {
+        return Err(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PoC v2 endpoints are disabled on the chain",
+        ));
+    }
+    if !accepting(&view) {
+        return Err(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not accepting {what} at height {} (phase {})",
+                view.height,
+                view.phase().as_str()
+            ),
+        ));
+    }
+    Ok(view)
+}
+
+/// The account address of a hex compressed public key.
+pub(crate) fn address_of_hex(hex_key: &str) -> Option<String> {
+    hex::decode(hex_key)
+        .ok()
+        .filter(|k| poc_chain::tx::valid_pubkey(k))
+        .map(|k| address::from_pubkey(&k))
+}
+
 #[derive(Deserialize)]
 struct GeneratedBody {
     block_height: i64,
@@ -91,28 +133,10 @@ struct ArtifactIn {
 }
 
 async fn generated(State(st): S, body: Bytes) -> Response {
-    let Some(view) = st.view() else {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not synced with the chain yet",
-        );
+    let view = match v2_callback_view(&st, ChainView::accept_generated, "artifacts") {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if !view.v2_endpoints_enabled() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PoC v2 endpoints are disabled on the chain",
-        );
-    }
-    if !view.accept_generated() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not accepting artifacts at height {} (phase {})",
-                view.height,
-                view.phase().as_str()
-            ),
-        );
-    }
     let b: GeneratedBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -209,42 +233,19 @@ struct ValidatedBody {
 }
 
 async fn validated(State(st): S, body: Bytes) -> Response {
-    let Some(view) = st.view() else {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not synced with the chain yet",
-        );
-    };
-    if !view.v2_endpoints_enabled() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PoC v2 endpoints are disabled on the chain",
-        );
-    }
-    if !view.accept_validated() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not accepting verdicts at height {} (phase {})",
-                view.height,
-                view.phase().as_str()
-            ),
-        );
+    if let Err(r) = v2_callback_view(&st, ChainView::accept_validated, "verdicts") {
+        return r;
     }
     let b: ValidatedBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("malformed verdict: {e}")),
     };
-    let key = match hex::decode(&b.public_key) {
-        Ok(k) if poc_chain::tx::valid_pubkey(&k) => k,
-        _ => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "public_key must be a hex compressed secp256k1 key",
-            );
-        }
+    let Some(participant) = address_of_hex(&b.public_key) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "public_key must be a hex compressed secp256k1 key",
+        );
     };
-    let participant = address::from_pubkey(&key);
     let weight = if b.fraud_detected || b.n_total <= 0 {
         -1
     } else {

@@ -12,7 +12,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use poc_chain::address;
 use poc_chain::api::BroadcastMode;
 use poc_chain::msgs::Msg;
 use serde::Deserialize;
@@ -20,15 +19,12 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::sampling::sample_leaf_indices;
+use crate::server::{address_of_hex, reply};
 
 /// Most nonces in one `MsgSubmitPocBatch` (the chain's limit).
 pub const MAX_BATCH_NONCES: usize = 10_000;
 
 static BATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn reply(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, axum::Json(json!({"error": msg.into()}))).into_response()
-}
 
 #[derive(Deserialize)]
 struct GeneratedV1 {
@@ -144,16 +140,12 @@ pub async fn validated(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
             );
         }
     };
-    let Some(key) = hex::decode(&b.public_key)
-        .ok()
-        .filter(|k| poc_chain::tx::valid_pubkey(k))
-    else {
+    let Some(participant) = address_of_hex(&b.public_key) else {
         return reply(
             StatusCode::BAD_REQUEST,
             "public_key must be a hex compressed secp256k1 key",
         );
     };
-    let participant = address::from_pubkey(&key);
     tracing::info!(stage = b.block_height, %participant, fraud = b.fraud_detected, "v1 verdict from the ML node");
     let msg = Msg::SubmitPocValidation {
         creator: st.io.address.clone(),

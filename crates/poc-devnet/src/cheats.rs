@@ -105,25 +105,20 @@ fn rewrite(p: &Proxy, mut body: Value) -> Value {
     body
 }
 
-async fn generated(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+/// Parses a callback, rewrites it and forwards it to the same path on the API node.
+async fn relay(
+    p: &Proxy,
+    path: &str,
+    body: &[u8],
+    rewrite: impl FnOnce(Value) -> Value,
+) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (StatusCode::BAD_REQUEST, "malformed").into_response();
     };
-    forward(&p, "generated", rewrite(&p, v)).await
-}
-
-async fn validated(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(v) => forward(&p, "validated", v).await,
-        Err(_) => (StatusCode::BAD_REQUEST, "malformed").into_response(),
-    }
-}
-
-async fn forward(p: &Proxy, path: &str, v: Value) -> Response {
     match p
         .http
-        .post(format!("{}/v2/poc-batches/{path}", p.target))
-        .json(&v)
+        .post(format!("{}{path}", p.target))
+        .json(&rewrite(v))
         .send()
         .await
     {
@@ -134,6 +129,14 @@ async fn forward(p: &Proxy, path: &str, v: Value) -> Response {
         }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
+}
+
+async fn generated(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
+    relay(&p, "/v2/poc-batches/generated", &body, |v| rewrite(&p, v)).await
+}
+
+async fn validated(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
+    relay(&p, "/v2/poc-batches/validated", &body, |v| v).await
 }
 
 /// PoC v1: every kind of cheater claims fabricated nonces with the distances of real
@@ -159,34 +162,11 @@ fn rewrite_v1(mut body: Value) -> Value {
 }
 
 async fn generated_v1(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(v) => forward_to(&p, "/v1/poc-batches/generated", rewrite_v1(v)).await,
-        Err(_) => (StatusCode::BAD_REQUEST, "malformed").into_response(),
-    }
+    relay(&p, "/v1/poc-batches/generated", &body, rewrite_v1).await
 }
 
 async fn validated_v1(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(v) => forward_to(&p, "/v1/poc-batches/validated", v).await,
-        Err(_) => (StatusCode::BAD_REQUEST, "malformed").into_response(),
-    }
-}
-
-async fn forward_to(p: &Proxy, path: &str, v: Value) -> Response {
-    match p
-        .http
-        .post(format!("{}{path}", p.target))
-        .json(&v)
-        .send()
-        .await
-    {
-        Ok(r) => {
-            let status =
-                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            (status, r.bytes().await.unwrap_or_default()).into_response()
-        }
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    }
+    relay(&p, "/v1/poc-batches/validated", &body, |v| v).await
 }
 
 /// A listening proxy whose target is set once the API node runs.
