@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
         genesis_time: 0,
         authority: key("auth").address(),
         params,
+        consensus_validators: Vec::new(),
         participants: [&prover, &validator]
             .iter()
             .map(|k| GenesisParticipant {

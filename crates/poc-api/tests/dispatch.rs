@@ -30,6 +30,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
         genesis_time: 0,
         authority: authority.address(),
         params,
+        consensus_validators: Vec::new(),
         participants: vec![GenesisParticipant {
             address: account.address(),
             hex_pub_key: account.public_key_hex(),

@@ -82,6 +82,7 @@ async fn setup() -> Env {
         genesis_time: 0,
         authority: key("authority").address(),
         params,
+        consensus_validators: Vec::new(),
         participants: accounts
             .iter()
             .enumerate()

@@ -12,6 +12,10 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("results");
 const TXS: TableDefinition<&str, (u64, u32)> = TableDefinition::new("tx_index");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Finalized block hash -> height.
+const HASHES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hashes");
+/// Blocks seen by consensus but not yet finalized: hash -> (height, encoded block).
+const PENDING: TableDefinition<&[u8; 32], (u64, &[u8])> = TableDefinition::new("pending_blocks");
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,9 @@ pub enum DbError {
         /// Chain id stored.
         stored: String,
     },
+    /// The node is stopping and the database was closed.
+    #[error("the chain database is closed because the node is stopping")]
+    Closed,
 }
 
 fn e<E: Into<redb::Error>>(x: E) -> DbError {
@@ -76,6 +83,8 @@ impl ChainDb {
                     w.open_table(BLOCKS).map_err(e)?;
                     w.open_table(RESULTS).map_err(e)?;
                     w.open_table(TXS).map_err(e)?;
+                    w.open_table(HASHES).map_err(e)?;
+                    w.open_table(PENDING).map_err(e)?;
                 }
                 w.commit().map_err(e)?;
             }
@@ -168,6 +177,21 @@ impl ChainDb {
             for (i, t) in result.tx_results.iter().enumerate() {
                 txs.insert(t.txhash.as_str(), (h, i as u32)).map_err(e)?;
             }
+            w.open_table(HASHES)
+                .map_err(e)?
+                .insert(&block.header.hash(), h)
+                .map_err(e)?;
+            let mut pending = w.open_table(PENDING).map_err(e)?;
+            let stale: Vec<[u8; 32]> = pending
+                .iter()
+                .map_err(e)?
+                .filter_map(|x| x.ok())
+                .filter(|(_, v)| v.value().0 <= h)
+                .map(|(k, _)| *k.value())
+                .collect();
+            for k in &stale {
+                pending.remove(k).map_err(e)?;
+            }
             if let Some(s) = snapshot {
                 let bytes = serde_json::to_vec(s).expect("state serialises");
                 w.open_table(META)
@@ -178,6 +202,46 @@ impl ChainDb {
         }
         w.commit().map_err(e)?;
         Ok(())
+    }
+
+    /// The height of a finalized block, by hash.
+    pub fn height_of(&self, hash: &[u8; 32]) -> Result<Option<i64>, DbError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = match r.open_table(HASHES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(x) => return Err(e(x)),
+        };
+        Ok(t.get(hash).map_err(e)?.map(|v| v.value() as i64))
+    }
+
+    /// Durably remembers a block consensus may still finalize (proposed or verified
+    /// here), so a restart does not depend on peers to recover it.
+    pub fn put_pending(&self, hash: &[u8; 32], height: i64, bytes: &[u8]) -> Result<(), DbError> {
+        let w = self.db.begin_write().map_err(e)?;
+        w.open_table(PENDING)
+            .map_err(e)?
+            .insert(hash, (height as u64, bytes))
+            .map_err(e)?;
+        w.commit().map_err(e)?;
+        Ok(())
+    }
+
+    /// Every remembered unfinalized block: `(hash, height, encoded block)`.
+    pub fn pending_blocks(&self) -> Result<Vec<([u8; 32], i64, Vec<u8>)>, DbError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = match r.open_table(PENDING) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(x) => return Err(e(x)),
+        };
+        let mut out = Vec::new();
+        for x in t.iter().map_err(e)? {
+            let (k, v) = x.map_err(e)?;
+            let (h, b) = v.value();
+            out.push((*k.value(), h as i64, b.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Stores a state snapshot on its own (e.g. at shutdown).

@@ -183,6 +183,7 @@ pub fn init(
                     .unwrap_or(0),
                 authority: auth.address(),
                 params: local_params(),
+                consensus_validators: Vec::new(),
                 participants: list,
             }
         }

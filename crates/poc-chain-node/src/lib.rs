@@ -102,6 +102,10 @@ pub struct Shared {
     pub height: watch::Sender<i64>,
     /// Set when block production stopped on an error.
     pub halted: AtomicBool,
+    /// Consensus status, on a replicated node.
+    pub consensus: RwLock<Option<poc_chain::api::ConsensusStatus>>,
+    /// Extra Prometheus text served on `/metrics` (the consensus engine's own metrics).
+    pub engine_metrics: RwLock<String>,
 }
 
 impl Shared {
@@ -110,7 +114,8 @@ impl Shared {
         self.db.read().expect("db lock").clone()
     }
 
-    fn close_db(&self) -> Option<Arc<ChainDb>> {
+    /// Closes the database (the last in-flight user lets go of it).
+    pub fn close_db(&self) -> Option<Arc<ChainDb>> {
         self.db.write().expect("db lock").take()
     }
 
@@ -255,33 +260,93 @@ impl RunningChain {
     }
 }
 
-fn now_secs() -> i64 {
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-/// Opens the home, restores the head and starts producing blocks and serving REST.
-pub async fn start(config: NodeConfig) -> Result<RunningChain, NodeError> {
-    let home = home::Home::new(&config.home);
-    let genesis = home.genesis()?;
-    let (db, head, replayed) = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
-        let db = ChainDb::open(&home.db_path(), &genesis)?;
-        let (head, replayed) = restore(&db, &genesis)?;
-        Ok((db, head, replayed))
-    })
-    .await
-    .expect("restore does not panic")?;
-    let height = head.state.height;
-    let (height_tx, _) = watch::channel(height);
+/// Opens the database, restores the head (see [`restore`]) and wraps both for a block
+/// producer or a consensus engine. Returns how many blocks were replayed.
+pub fn open_shared(
+    db_path: &std::path::Path,
+    genesis: &Genesis,
+) -> Result<(Arc<Shared>, i64), NodeError> {
+    let db = ChainDb::open(db_path, genesis)?;
+    let (head, replayed) = restore(&db, genesis)?;
+    let (height_tx, _) = watch::channel(head.state.height);
     let shared = Arc::new(Shared {
         head: RwLock::new(Arc::new(head)),
         mempool: Mutex::new(Mempool::default()),
         db: RwLock::new(Some(Arc::new(db))),
         height: height_tx,
         halted: AtomicBool::new(false),
+        consensus: RwLock::new(None),
+        engine_metrics: RwLock::new(String::new()),
     });
+    Ok((shared, replayed))
+}
+
+/// Makes an executed block durable and then visible: appends it (with a snapshot every
+/// `snapshot_interval` blocks), logs its events, swaps the head and rechecks the mempool
+/// against the new state. `state` is the state after the block.
+pub fn commit_block(
+    shared: &Shared,
+    block: &Block,
+    result: &poc_chain::block::BlockResult,
+    state: ChainState,
+    snapshot_interval: i64,
+) -> Result<(), DbError> {
+    let h = state.height;
+    let snapshot = (snapshot_interval > 0 && h % snapshot_interval == 0).then_some(&state);
+    let Some(db) = shared.db() else {
+        return Err(DbError::Closed);
+    };
+    db.append(block, result, snapshot)?;
+    for ev in &result.events {
+        tracing::info!(height = h, "{ev}");
+    }
+    let failed = result.tx_results.iter().filter(|r| r.code != 0).count();
+    tracing::debug!(height = h, txs = block.txs.len(), failed, "block committed");
+    let hash = block.header.hash();
+    let new_head = Arc::new(Head { state, hash });
+    {
+        // Under the mempool lock, so submissions see either the old head with the old
+        // pool or the new head with the rechecked pool.
+        let mut pool = shared.mempool.lock().expect("mempool lock");
+        *shared.head.write().expect("head lock") = Arc::clone(&new_head);
+        pool.recheck(&new_head.state);
+    }
+    shared.height.send_replace(h);
+    Ok(())
+}
+
+/// Who produces blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// This node alone, one block every `block_time`.
+    Local,
+    /// Something outside (a consensus engine) calls [`commit_block`].
+    External,
+}
+
+/// Opens the home, restores the head and starts producing blocks and serving REST.
+pub async fn start(config: NodeConfig) -> Result<RunningChain, NodeError> {
+    start_with(config, Producer::Local).await
+}
+
+/// Opens the home, restores the head and serves REST; with [`Producer::Local`] it also
+/// produces blocks.
+pub async fn start_with(config: NodeConfig, producer: Producer) -> Result<RunningChain, NodeError> {
+    let home = home::Home::new(&config.home);
+    let genesis = home.genesis()?;
+    let (shared, replayed) =
+        tokio::task::spawn_blocking(move || open_shared(&home.db_path(), &genesis))
+            .await
+            .expect("restore does not panic")?;
+    let height = shared.head().state.height;
     let listener = tokio::net::TcpListener::bind(config.rest)
         .await
         .map_err(|source| NodeError::Listen {
@@ -293,7 +358,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningChain, NodeError> {
         source,
     })?;
     let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
+    let producer = (producer == Producer::Local).then(|| {
         let shared = Arc::clone(&shared);
         let stop = Arc::clone(&stop);
         let cfg = config.clone();
@@ -301,7 +366,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningChain, NodeError> {
             .name("block-producer".into())
             .spawn(move || produce(shared, stop, cfg))
             .expect("thread spawns")
-    };
+    });
     let (server_stop, mut rx) = watch::channel(false);
     let app = rest::router(Arc::clone(&shared));
     let server = tokio::spawn(async move {
@@ -317,7 +382,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningChain, NodeError> {
         shared,
         replayed,
         stop,
-        producer: Some(producer),
+        producer,
         server,
         server_stop,
     })
@@ -353,28 +418,12 @@ fn produce(shared: Arc<Shared>, stop: Arc<AtomicBool>, cfg: NodeConfig) {
             }
         };
         let h = state.height;
-        let snapshot =
-            (cfg.snapshot_interval > 0 && h % cfg.snapshot_interval == 0).then_some(&state);
-        let Some(db) = shared.db() else { return };
-        if let Err(e) = db.append(&block, &result, snapshot) {
-            tracing::error!("cannot store block {h} ({e}); block production stops");
-            shared.halted.store(true, Ordering::SeqCst);
+        if let Err(e) = commit_block(&shared, &block, &result, state, cfg.snapshot_interval) {
+            if !matches!(e, DbError::Closed) {
+                tracing::error!("cannot store block {h} ({e}); block production stops");
+                shared.halted.store(true, Ordering::SeqCst);
+            }
             return;
         }
-        for ev in &result.events {
-            tracing::info!(height = h, "{ev}");
-        }
-        let failed = result.tx_results.iter().filter(|r| r.code != 0).count();
-        tracing::debug!(height = h, txs = block.txs.len(), failed, "block committed");
-        let hash = block.header.hash();
-        let new_head = Arc::new(Head { state, hash });
-        {
-            // Under the mempool lock, so submissions see either the old head with the old
-            // pool or the new head with the rechecked pool.
-            let mut pool = shared.mempool.lock().expect("mempool lock");
-            *shared.head.write().expect("head lock") = Arc::clone(&new_head);
-            pool.recheck(&new_head.state);
-        }
-        shared.height.send_replace(h);
     }
 }

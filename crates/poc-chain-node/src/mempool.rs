@@ -19,6 +19,9 @@ pub struct Mempool {
     hashes: HashSet<String>,
     next_seq: HashMap<String, u64>,
     bytes: usize,
+    /// Accepted from a client and not yet handed to the gossip (replicated mode only).
+    fresh: Vec<Vec<u8>>,
+    gossip: bool,
 }
 
 impl Mempool {
@@ -32,9 +35,59 @@ impl Mempool {
         self.txs.is_empty()
     }
 
-    /// CheckTx against `state` plus what is already pending; on success the transaction
-    /// is queued.
+    /// Starts remembering client transactions for [`Mempool::take_fresh`] (a replicated
+    /// node gossips them to its peers).
+    pub fn enable_gossip(&mut self) {
+        self.gossip = true;
+    }
+
+    /// Client transactions accepted since the last call.
+    pub fn take_fresh(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// CheckTx for a transaction a client sent; on success it is queued (and, on a
+    /// replicated node, gossiped).
     pub fn add(&mut self, state: &ChainState, bytes: Vec<u8>) -> TxResult {
+        let copy = self.gossip.then(|| bytes.clone());
+        let r = self.add_from_peer(state, bytes);
+        if r.code == 0
+            && let Some(b) = copy
+            && self.fresh.len() < MAX_TXS
+        {
+            self.fresh.push(b);
+        }
+        r
+    }
+
+    /// Up to `max_txs` / `max_bytes` of the pending transactions, oldest first, that pass
+    /// CheckTx one after the other against `state` (the state a new block builds on).
+    /// Nothing is removed: finalized blocks clear the pool through [`Mempool::recheck`].
+    pub fn select(&self, state: &ChainState, max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+        let mut next: HashMap<String, u64> = HashMap::new();
+        let mut out = Vec::new();
+        let mut size = 0;
+        for (_, b) in &self.txs {
+            if out.len() >= max_txs {
+                break;
+            }
+            if size + b.len() > max_bytes {
+                continue;
+            }
+            let signer = tx::decode(b).map(|t| t.signer()).ok();
+            let expected = signer.as_ref().and_then(|s| next.get(s).copied());
+            if let (_, Some((signer, seq))) = tx::check_tx(state, b, expected) {
+                next.insert(signer, seq + 1);
+                size += b.len();
+                out.push(b.clone());
+            }
+        }
+        out
+    }
+
+    /// CheckTx against `state` plus what is already pending; on success the transaction
+    /// is queued (not gossiped again).
+    pub fn add_from_peer(&mut self, state: &ChainState, bytes: Vec<u8>) -> TxResult {
         let hash = tx::tx_hash(&bytes);
         let reject = |e: poc_chain::error::ChainError| TxResult {
             txhash: hash.clone(),
@@ -90,7 +143,7 @@ impl Mempool {
         self.next_seq.clear();
         self.bytes = 0;
         for (_, b) in old {
-            let r = self.add(state, b);
+            let r = self.add_from_peer(state, b);
             if r.code != 0 {
                 tracing::debug!(txhash = %r.txhash, code = r.code, "dropped from the mempool on recheck: {}", r.raw_log);
             }

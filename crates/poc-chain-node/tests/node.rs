@@ -30,6 +30,7 @@ fn genesis(keys: &[PrivateKey]) -> Genesis {
         genesis_time: 1_700_000_000,
         authority: key("authority").address(),
         params,
+        consensus_validators: Vec::new(),
         participants: keys
             .iter()
             .enumerate()

@@ -31,6 +31,7 @@ fn setup() -> (ChainState, Vec<PrivateKey>) {
         genesis_time: 0,
         authority: keys[0].address(),
         params,
+        consensus_validators: Vec::new(),
         participants: keys
             .iter()
             .map(|k| GenesisParticipant {

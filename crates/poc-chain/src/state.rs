@@ -226,6 +226,20 @@ pub struct Genesis {
     pub params: Params,
     /// Initial participants (the epoch-0 validator set).
     pub participants: Vec<GenesisParticipant>,
+    /// The block-signing (consensus) validators of a replicated chain, each with equal
+    /// voting power. Empty for a single-producer chain. Not part of the state machine:
+    /// PoC weights stay the state's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consensus_validators: Vec<ConsensusValidator>,
+}
+
+/// One consensus validator of a replicated chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusValidator {
+    /// A label for logs and status.
+    pub name: String,
+    /// Its ed25519 public key, 64 lowercase hex characters.
+    pub public_key: String,
 }
 
 /// The whole state. Collections are ordered maps, so iteration (and the app hash) is
@@ -1089,6 +1103,23 @@ impl Genesis {
             ));
         }
         self.params.validate().map_err(|e| format!("params: {e}"))?;
+        let mut keys = std::collections::BTreeSet::new();
+        for (i, v) in self.consensus_validators.iter().enumerate() {
+            let ok = v.public_key.len() == 64
+                && v.public_key
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !ok {
+                return Err(format!(
+                    "consensus_validators[{i}].public_key must be 64 lowercase hex characters (an ed25519 key)"
+                ));
+            }
+            if !keys.insert(&v.public_key) {
+                return Err(format!(
+                    "consensus_validators[{i}].public_key is listed twice"
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.participants.iter().enumerate() {
             if !valid_address(&p.address) {

@@ -357,6 +357,7 @@ impl Devnet {
             genesis_time: 0,
             authority: authority.address(),
             params: devnet_params(&o, &model_name),
+            consensus_validators: Vec::new(),
             participants: accounts
                 .iter()
                 .enumerate()

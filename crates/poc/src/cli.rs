@@ -194,9 +194,20 @@ pub enum ChainCommand {
         /// Genesis participants to generate for the default genesis.
         #[arg(long, default_value_t = 0)]
         participants: usize,
+        /// Consensus validators to generate (`keys/validator-N.key`, added to the genesis
+        /// as `consensus_validators`) for a replicated chain; copy the genesis to every
+        /// validator's home with `--genesis`.
+        #[arg(long, default_value_t = 0)]
+        validators: usize,
     },
     /// Run the node: produce a block every `--block-time`, serve REST, persist to
     /// `DIR/data/chain.redb`. Restarts where it stopped. Ctrl-C / SIGTERM stop it cleanly.
+    ///
+    /// With `--validator-key`, the node is one validator of a replicated chain: blocks come
+    /// from BFT consensus (commonware simplex) among the genesis `consensus_validators`
+    /// over authenticated, encrypted p2p (`--p2p`, `--peers`), at most one per
+    /// `--block-time`. A restarted validator replays its own storage and fetches what it
+    /// missed from its peers.
     Start {
         /// Home directory (from `poc chain init`).
         #[arg(long, value_name = "DIR")]
@@ -210,6 +221,17 @@ pub enum ChainCommand {
         /// Blocks between state snapshots (restart replays at most this many).
         #[arg(long, default_value_t = 100)]
         snapshot_interval: i64,
+        /// This validator's ed25519 key file (from `poc chain init --validators N`):
+        /// run as one validator of a replicated chain.
+        #[arg(long, value_name = "FILE")]
+        validator_key: Option<PathBuf>,
+        /// p2p listen address (replicated mode).
+        #[arg(long, default_value = "127.0.0.1:26656")]
+        p2p: std::net::SocketAddr,
+        /// The other validators, comma-separated `NAME@HOST:PORT` (NAME as in genesis, e.g.
+        /// `validator-1`) or `PUBKEY@HOST:PORT` (replicated mode).
+        #[arg(long, value_delimiter = ',', value_name = "PEERS")]
+        peers: Vec<String>,
     },
     /// Replay every stored block from genesis and check each app hash (read-only; stop
     /// the node first).

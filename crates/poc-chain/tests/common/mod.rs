@@ -52,6 +52,7 @@ impl Net {
             genesis_time: 1_700_000_000,
             authority: authority.address(),
             params,
+            consensus_validators: Vec::new(),
             participants: keys
                 .iter()
                 .enumerate()

@@ -28,6 +28,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
             genesis,
             chain_id,
             participants,
+            validators,
         } => {
             let g = match genesis {
                 Some(p) => {
@@ -41,6 +42,16 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                 None => None,
             };
             let r = home::init(&dir, g, &chain_id, participants)?;
+            let mut keys = r.keys.clone();
+            let mut names = Vec::new();
+            if validators > 0 {
+                let added = poc_consensus::node::add_validators(&dir, validators)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                for (v, p) in added {
+                    names.push(json!({"name": v.name, "public_key": v.public_key}));
+                    keys.push(p);
+                }
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
@@ -48,7 +59,8 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                     "chain_id": r.genesis.chain_id,
                     "authority": r.genesis.authority,
                     "participants": r.genesis.participants.iter().map(|p| &p.address).collect::<Vec<_>>(),
-                    "keys": r.keys,
+                    "consensus_validators": names,
+                    "keys": keys,
                 }))?
             );
             Ok(())
@@ -58,9 +70,37 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
             block_time,
             rest,
             snapshot_interval,
+            validator_key,
+            p2p,
+            peers,
         } => {
             init_logging();
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            if let Some(key) = validator_key {
+                let signer = poc_consensus::keys::read(&key)?;
+                return rt.block_on(async move {
+                    let cfg = poc_consensus::node::ReplicatedConfig {
+                        node: NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval },
+                        signer,
+                        p2p,
+                        peers,
+                        behavior: poc_consensus::Behavior::Honest,
+                    };
+                    let node = poc_consensus::node::start(cfg).await.with_context(|| {
+                        format!("cannot start the replicated chain node in {}", dir.display())
+                    })?;
+                    tracing::info!(
+                        "validator serving REST on http://{} and p2p on {p2p} (height {}, {} blocks replayed); Ctrl-C stops it",
+                        node.chain.addr,
+                        node.chain.shared.head().state.height,
+                        node.chain.replayed
+                    );
+                    super::mlnode::shutdown_signal().await;
+                    tracing::info!("shutting down: stopping consensus, saving a state snapshot");
+                    node.shutdown().await;
+                    anyhow::Ok(())
+                });
+            }
             rt.block_on(async move {
                 let node = poc_chain_node::start(NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval })
                     .await
