@@ -82,6 +82,10 @@ pub struct DevnetOptions {
     /// (once it is validating) instead of after half of the epochs, and wait for a second
     /// confirmation event — the grace-epoch scenario.
     pub switch_during_confirmation: bool,
+    /// Consensus validators: 0 runs the single-producer chain node; N runs a replicated
+    /// chain of N validators (commonware simplex over loopback p2p), with API node `i`
+    /// talking to validator `i % N`.
+    pub validators: usize,
     /// Live progress on stderr.
     pub progress: bool,
 }
@@ -105,6 +109,7 @@ impl Default for DevnetOptions {
             dropouts: vec![],
             sample_size: 40,
             switch_during_confirmation: false,
+            validators: 0,
             progress: true,
         }
     }
@@ -179,8 +184,24 @@ pub struct Report {
     pub switched_to_v2_in_epoch: Option<u64>,
     /// Wall time.
     pub wall_s: f64,
-    /// Every participant as expected.
+    /// Replicated chain: each validator's height and its app hash at the lowest height
+    /// they all reached (empty for the single-producer chain).
+    pub chain_validators: Vec<ValidatorReport>,
+    /// Every participant as expected (and, replicated, every validator agrees).
     pub ok: bool,
+}
+
+/// One chain validator at the end of a replicated run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidatorReport {
+    /// Its REST URL.
+    pub url: String,
+    /// Its committed height.
+    pub height: i64,
+    /// Its block hash at the common height.
+    pub block_hash_at_common: String,
+    /// Its app hash at the common height.
+    pub app_hash_at_common: String,
 }
 
 /// Devnet errors.
@@ -296,11 +317,85 @@ pub struct Devnet {
     pub options: DevnetOptions,
     /// Chain REST client.
     pub client: ChainClient,
-    chain: Option<RunningChain>,
+    chain: Option<ChainNodes>,
     members: Vec<Member>,
     run_dir: PathBuf,
     authority: PrivateKey,
     switched_at: Option<u64>,
+}
+
+/// The devnet's chain: one block producer, or a replicated validator set.
+enum ChainNodes {
+    Single(RunningChain),
+    Replicated(Vec<poc_consensus::node::ReplicatedChain>),
+}
+
+impl ChainNodes {
+    fn urls(&self) -> Vec<String> {
+        match self {
+            ChainNodes::Single(c) => vec![format!("http://{}", c.addr)],
+            ChainNodes::Replicated(v) => v.iter().map(|c| format!("http://{}", c.chain.addr)).collect(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            ChainNodes::Single(c) => c.shutdown().await,
+            ChainNodes::Replicated(v) => {
+                for c in v {
+                    c.shutdown().await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts `n` validators, each with its own home holding `genesis` plus the generated
+/// validator set.
+async fn start_validators(
+    run_dir: &Path,
+    mut genesis: Genesis,
+    n: usize,
+    block_time: Duration,
+) -> Result<Vec<poc_consensus::node::ReplicatedChain>, DevnetError> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let k = poc_consensus::keys::generate().map_err(|e| comp("validator key")(e.to_string()))?;
+        genesis
+            .consensus_validators
+            .push(poc_chain::state::ConsensusValidator {
+                name: format!("validator-{i}"),
+                public_key: poc_consensus::keys::public_hex(&k),
+            });
+        keys.push(k);
+    }
+    let p2p: Vec<std::net::SocketAddr> = (0..n).map(|_| free_addr()).collect();
+    let mut nodes = Vec::new();
+    for (i, k) in keys.into_iter().enumerate() {
+        let dir = run_dir.join(format!("chain-{i}"));
+        home::init(&dir, Some(genesis.clone()), "", 0)
+            .map_err(|e| comp("chain home")(e.to_string()))?;
+        let peers = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| format!("validator-{j}@{}", p2p[j]))
+            .collect();
+        let node = poc_consensus::node::start(poc_consensus::node::ReplicatedConfig {
+            node: NodeConfig {
+                home: dir,
+                block_time,
+                rest: "127.0.0.1:0".parse().expect("addr"),
+                snapshot_interval: 50,
+            },
+            signer: k,
+            p2p: p2p[i],
+            peers,
+            behavior: poc_consensus::Behavior::Honest,
+        })
+        .await
+        .map_err(|e| comp("chain validator")(e.to_string()))?;
+        nodes.push(node);
+    }
+    Ok(nodes)
 }
 
 fn free_addr() -> std::net::SocketAddr {
@@ -370,18 +465,27 @@ impl Devnet {
                 })
                 .collect(),
         };
-        let chain_home = run_dir.join("chain");
-        home::init(&chain_home, Some(genesis), "", 0)
-            .map_err(|e| comp("chain home")(e.to_string()))?;
-        let chain = poc_chain_node::start(NodeConfig {
-            home: chain_home,
-            block_time: o.block_time,
-            rest: "127.0.0.1:0".parse().expect("addr"),
-            snapshot_interval: 50,
-        })
-        .await
-        .map_err(|e| comp("chain node")(e.to_string()))?;
-        let chain_url = format!("http://{}", chain.addr);
+        let chain = if o.validators == 0 {
+            let chain_home = run_dir.join("chain");
+            home::init(&chain_home, Some(genesis), "", 0)
+                .map_err(|e| comp("chain home")(e.to_string()))?;
+            ChainNodes::Single(
+                poc_chain_node::start(NodeConfig {
+                    home: chain_home,
+                    block_time: o.block_time,
+                    rest: "127.0.0.1:0".parse().expect("addr"),
+                    snapshot_interval: 50,
+                })
+                .await
+                .map_err(|e| comp("chain node")(e.to_string()))?,
+            )
+        } else {
+            ChainNodes::Replicated(
+                start_validators(&run_dir, genesis, o.validators, o.block_time).await?,
+            )
+        };
+        let chain_urls = chain.urls();
+        let chain_url = chain_urls[0].clone();
         let mut members = Vec::new();
         for (i, account) in accounts.iter().enumerate() {
             let cheat = (i >= honest).then(|| Cheat::nth(i - honest));
@@ -412,7 +516,7 @@ impl Devnet {
             };
             let public = free_addr();
             let cfg = ApiConfig {
-                chain_url: chain_url.clone(),
+                chain_url: chain_urls[i % chain_urls.len()].clone(),
                 account_key: run_dir.join("keys").join(format!("p{i}-account.key")),
                 operational_key: run_dir.join("keys").join(format!("p{i}-operational.key")),
                 public_url: format!("http://{public}"),
@@ -672,6 +776,34 @@ impl Devnet {
         Ok(())
     }
 
+    /// Each validator's height and hashes at the lowest height all of them reached.
+    fn validator_reports(&self) -> Vec<ValidatorReport> {
+        let Some(ChainNodes::Replicated(nodes)) = &self.chain else {
+            return Vec::new();
+        };
+        let common = nodes
+            .iter()
+            .map(|n| n.chain.shared.head().state.height)
+            .min()
+            .unwrap_or(0);
+        nodes
+            .iter()
+            .map(|n| {
+                let db = n.chain.shared.db();
+                let block = db.as_ref().and_then(|d| d.block(common).ok().flatten());
+                let result = db.as_ref().and_then(|d| d.result(common).ok().flatten());
+                ValidatorReport {
+                    url: format!("http://{}", n.chain.addr),
+                    height: n.chain.shared.head().state.height,
+                    block_hash_at_common: block
+                        .map(|b| hex::encode(b.header.hash()))
+                        .unwrap_or_default(),
+                    app_hash_at_common: result.map(|r| r.app_hash).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
     /// The epoch in which governance switched to V2 (the grace epoch), in migration mode.
     pub fn switched_at(&self) -> Option<u64> {
         self.switched_at
@@ -806,7 +938,14 @@ impl Devnet {
                 ));
             }
         }
-        let ok = participants.iter().all(|p| p.as_expected) && participants.len() == n;
+        let chain_validators = self.validator_reports();
+        let chain_agrees = chain_validators.windows(2).all(|w| {
+            w[0].app_hash_at_common == w[1].app_hash_at_common
+                && w[0].block_hash_at_common == w[1].block_hash_at_common
+        });
+        let ok = participants.iter().all(|p| p.as_expected)
+            && participants.len() == n
+            && chain_agrees;
         Ok(Report {
             mode: self.options.mode,
             participants,
@@ -814,6 +953,7 @@ impl Devnet {
             confirmation_events,
             switched_to_v2_in_epoch: self.switched_at,
             wall_s: wall.as_secs_f64(),
+            chain_validators,
             ok,
         })
     }
@@ -989,6 +1129,14 @@ pub fn table(r: &Report) -> String {
             } else {
                 "  <-- unexpected"
             }
+        ));
+    }
+    for (i, v) in r.chain_validators.iter().enumerate() {
+        s.push_str(&format!(
+            "validator-{i} {} height {}, app hash at the common height {}\n",
+            v.url,
+            v.height,
+            &v.app_hash_at_common[..v.app_hash_at_common.len().min(16)],
         ));
     }
     for st in &r.stages {

@@ -305,3 +305,36 @@ async fn migration_tracks_event_zero_and_the_grace_epoch_skips_punishment() {
     }
     net.shutdown().await;
 }
+
+/// The same PoC round on a replicated chain: four validators under BFT consensus, the
+/// API nodes spread over them; every validator ends on the same blocks and app hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_round_on_a_four_validator_chain() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(DevnetOptions {
+        participants: 4,
+        cheaters: 1,
+        epochs: 1,
+        validators: 4,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let report = net.run().await.unwrap();
+    eprintln!("{}", poc_devnet::table(&report));
+    assert!(report.ok, "participants as expected and validators agree");
+    assert_eq!(report.chain_validators.len(), 4);
+    let v = &report.chain_validators;
+    assert!(v.iter().all(|x| x.height > 0 && !x.app_hash_at_common.is_empty()));
+    assert!(v.iter().all(|x| x.app_hash_at_common == v[0].app_hash_at_common));
+    assert!(v.iter().all(|x| x.block_hash_at_common == v[0].block_hash_at_common));
+    let honest: Vec<_> = report
+        .participants
+        .iter()
+        .filter(|p| p.role == "honest")
+        .collect();
+    assert_eq!(honest.len(), 3);
+    assert!(honest.iter().all(|p| p.weight > 0));
+    net.shutdown().await;
+}

@@ -120,6 +120,10 @@ pub struct DevnetArgs {
     /// Expected confirmation PoCs per epoch (0: none; needs epochs of about 100 blocks).
     #[arg(long, default_value_t = 0)]
     pub confirmations: u64,
+    /// Run the chain as N replicated validators (commonware simplex BFT over loopback
+    /// p2p) instead of one block producer; API nodes spread over them.
+    #[arg(long, default_value_t = 0)]
+    pub validators: usize,
     /// No live progress view.
     #[arg(long)]
     pub quiet: bool,

@@ -31,6 +31,7 @@ pub fn run(a: &DevnetArgs) -> anyhow::Result<ExitCode> {
         block_time: a.block_time,
         epoch_length: a.epoch_length,
         confirmations: a.confirmations,
+        validators: a.validators,
         progress: !a.quiet,
         ..DevnetOptions::default()
     };
@@ -39,7 +40,8 @@ pub fn run(a: &DevnetArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = rt.block_on(async move {
-        eprintln!("starting: chain node, {} ML nodes, {} API nodes (home {})", o.participants, o.participants, o.home.display());
+        let chain = if o.validators > 0 { format!("{} chain validators", o.validators) } else { "chain node".to_owned() };
+        eprintln!("starting: {chain}, {} ML nodes, {} API nodes (home {})", o.participants, o.participants, o.home.display());
         let mut net = Devnet::start(o).await?;
         eprintln!("chain REST at {}", net.chain_url());
         let r = tokio::select! {
