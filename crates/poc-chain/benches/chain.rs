@@ -72,7 +72,11 @@ fn blocks(c: &mut Criterion) {
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("200 store commits", |b| {
         b.iter_batched(
-            || state.clone(),
+            || {
+                // Cold: no signature verified before (the memo would skip them).
+                tx::clear_signature_memo();
+                state.clone()
+            },
             |mut s| black_box(s.apply_block(&block).unwrap()),
             BatchSize::LargeInput,
         )
@@ -111,7 +115,10 @@ fn blocks(c: &mut Criterion) {
     g.throughput(Throughput::Elements((N * 50) as u64));
     g.bench_function("200 validators x 50 votes", |b| {
         b.iter_batched(
-            || at_val.clone(),
+            || {
+                tx::clear_signature_memo();
+                at_val.clone()
+            },
             |mut s| black_box(s.apply_block(&vblock).unwrap()),
             BatchSize::LargeInput,
         )

@@ -19,5 +19,6 @@ pub mod params;
 pub mod proto;
 pub mod slots;
 pub mod state;
+pub mod tracked;
 pub mod tx;
 pub mod weights;

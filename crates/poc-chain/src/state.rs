@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::tracked::Tracked;
+
 use serde::{Deserialize, Serialize};
 
 use crate::confirmation::{ConfirmationEvent, ConfirmationPhase};
@@ -270,36 +272,36 @@ pub struct ChainState {
     #[serde(with = "crate::json::entries")]
     pub grants: BTreeMap<(String, String, String), ()>,
     /// Seeds: (epoch, participant) → signature.
-    #[serde(with = "crate::json::entries")]
-    pub seeds: BTreeMap<(u64, String), String>,
+    #[serde(with = "crate::tracked::entries")]
+    pub seeds: Tracked<(u64, String), String>,
     /// Groups by epoch index.
-    pub epoch_groups: BTreeMap<u64, EpochGroup>,
+    pub epoch_groups: Tracked<u64, EpochGroup>,
     /// `PoCV2StoreCommits[(height, participant)]`.
-    #[serde(with = "crate::json::entries")]
-    pub commits: BTreeMap<(i64, String), StoreCommit>,
+    #[serde(with = "crate::tracked::entries")]
+    pub commits: Tracked<(i64, String), StoreCommit>,
     /// `MLNodeWeightDistributions[(height, participant)]`.
-    #[serde(with = "crate::json::entries")]
-    pub distributions: BTreeMap<(i64, String), WeightDistribution>,
+    #[serde(with = "crate::tracked::entries")]
+    pub distributions: Tracked<(i64, String), WeightDistribution>,
     /// `PoCValidationsV2[(height, participant, validator)]`.
-    #[serde(with = "crate::json::entries")]
-    pub validations_v2: BTreeMap<(i64, String, String), ValidationV2>,
+    #[serde(with = "crate::tracked::entries")]
+    pub validations_v2: Tracked<(i64, String, String), ValidationV2>,
     /// `PoCBatches[(height, participant, batch_id)]`.
-    #[serde(with = "crate::json::entries")]
-    pub batches_v1: BTreeMap<(i64, String, String), PocBatch>,
+    #[serde(with = "crate::tracked::entries")]
+    pub batches_v1: Tracked<(i64, String, String), PocBatch>,
     /// `PoCValidations[(height, participant, validator)]`.
-    #[serde(with = "crate::json::entries")]
-    pub validations_v1: BTreeMap<(i64, String, String), PocValidationV1>,
+    #[serde(with = "crate::tracked::entries")]
+    pub validations_v1: Tracked<(i64, String, String), PocValidationV1>,
     /// `ConfirmationPoCEvents[(epoch, sequence)]`.
-    #[serde(with = "crate::json::entries")]
-    pub confirmation_events: BTreeMap<(u64, u64), ConfirmationEvent>,
+    #[serde(with = "crate::tracked::entries")]
+    pub confirmation_events: Tracked<(u64, u64), ConfirmationEvent>,
     /// `ActiveConfirmationPoCEvent`.
     pub active_event: Option<ConfirmationEvent>,
     /// `PocV2EnabledEpoch` (the grace epoch).
     pub poc_v2_enabled_epoch: Option<u64>,
     /// Generation start block times by stage height.
-    pub generation_start_times: BTreeMap<i64, i64>,
+    pub generation_start_times: Tracked<i64, i64>,
     /// `PoCValidationSnapshots`.
-    pub snapshots: BTreeMap<i64, ValidationSnapshot>,
+    pub snapshots: Tracked<i64, ValidationSnapshot>,
     /// App hash after the last block (lowercase hex).
     pub app_hash: String,
 }
@@ -338,18 +340,18 @@ impl ChainState {
             sequences: BTreeMap::new(),
             participants: BTreeMap::new(),
             grants: BTreeMap::new(),
-            seeds: BTreeMap::new(),
-            epoch_groups: BTreeMap::new(),
-            commits: BTreeMap::new(),
-            distributions: BTreeMap::new(),
-            validations_v2: BTreeMap::new(),
-            batches_v1: BTreeMap::new(),
-            validations_v1: BTreeMap::new(),
-            confirmation_events: BTreeMap::new(),
+            seeds: Tracked::default(),
+            epoch_groups: Tracked::default(),
+            commits: Tracked::default(),
+            distributions: Tracked::default(),
+            validations_v2: Tracked::default(),
+            batches_v1: Tracked::default(),
+            validations_v1: Tracked::default(),
+            confirmation_events: Tracked::default(),
             active_event: None,
             poc_v2_enabled_epoch: None,
-            generation_start_times: BTreeMap::new(),
-            snapshots: BTreeMap::new(),
+            generation_start_times: Tracked::default(),
+            snapshots: Tracked::default(),
             app_hash: String::new(),
         };
         if g.params.poc_params.poc_v2_enabled {

@@ -94,6 +94,61 @@ pub fn verify_digest(pub_key: &[u8], digest: &[u8; 32], signature: &[u8]) -> boo
     vk.verify_prehash(digest, &sig).is_ok()
 }
 
+/// Signatures already verified in this process: a memo of [`verify_digest`] (a pure
+/// function), so a transaction checked at CheckTx, at every mempool recheck and again
+/// at DeliverTx pays for one verification. Keys bind the key, digest and signature;
+/// bounded, oldest evicted first.
+static VERIFIED: std::sync::Mutex<VerifiedMemo> = std::sync::Mutex::new(VerifiedMemo {
+    set: None,
+    order: std::collections::VecDeque::new(),
+});
+
+/// Most remembered verifications.
+pub const VERIFIED_MEMO_SIZE: usize = 200_000;
+
+struct VerifiedMemo {
+    set: Option<std::collections::HashSet<[u8; 32]>>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+/// [`verify_digest`], remembering successes.
+pub fn verify_digest_memo(pub_key: &[u8], digest: &[u8; 32], signature: &[u8]) -> bool {
+    let mut h = Sha256::new();
+    h.update((pub_key.len() as u32).to_be_bytes());
+    h.update(pub_key);
+    h.update(digest);
+    h.update(signature);
+    let key: [u8; 32] = h.finalize().into();
+    {
+        let memo = VERIFIED.lock().expect("signature memo");
+        if memo.set.as_ref().is_some_and(|s| s.contains(&key)) {
+            return true;
+        }
+    }
+    let ok = verify_digest(pub_key, digest, signature);
+    if ok {
+        let mut memo = VERIFIED.lock().expect("signature memo");
+        let memo = &mut *memo;
+        let set = memo.set.get_or_insert_with(Default::default);
+        if set.insert(key) {
+            memo.order.push_back(key);
+            if memo.order.len() > VERIFIED_MEMO_SIZE
+                && let Some(old) = memo.order.pop_front()
+            {
+                set.remove(&old);
+            }
+        }
+    }
+    ok
+}
+
+/// Forgets every remembered verification (benchmarks of cold paths).
+pub fn clear_signature_memo() {
+    let mut memo = VERIFIED.lock().expect("signature memo");
+    memo.set = None;
+    memo.order.clear();
+}
+
 /// Whether `pub_key` is a valid 33-byte compressed secp256k1 key.
 pub fn valid_pubkey(pub_key: &[u8]) -> bool {
     pub_key.len() == 33 && VerifyingKey::from_sec1_bytes(pub_key).is_ok()
@@ -325,7 +380,7 @@ pub fn authenticate(state: &ChainState, tx: &Tx, expected_sequence: u64) -> Chai
             ),
         ));
     }
-    if !verify_digest(&tx.pub_key, &tx.sign_digest(), &tx.signature) {
+    if !verify_digest_memo(&tx.pub_key, &tx.sign_digest(), &tx.signature) {
         return Err(err(
             ErrorKind::Unauthorized,
             "signature verification failed: check the key, chain id and sequence",

@@ -27,6 +27,7 @@ pub mod codec;
 pub mod keys;
 pub mod net;
 pub mod node;
+pub mod traffic;
 pub mod validator;
 
 /// The commonware release every `commonware-*` crate is pinned to.

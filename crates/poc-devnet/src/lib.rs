@@ -334,7 +334,10 @@ impl ChainNodes {
     fn urls(&self) -> Vec<String> {
         match self {
             ChainNodes::Single(c) => vec![format!("http://{}", c.addr)],
-            ChainNodes::Replicated(v) => v.iter().map(|c| format!("http://{}", c.chain.addr)).collect(),
+            ChainNodes::Replicated(v) => v
+                .iter()
+                .map(|c| format!("http://{}", c.chain.addr))
+                .collect(),
         }
     }
 
@@ -360,7 +363,8 @@ async fn start_validators(
 ) -> Result<Vec<poc_consensus::node::ReplicatedChain>, DevnetError> {
     let mut keys = Vec::new();
     for i in 0..n {
-        let k = poc_consensus::keys::generate().map_err(|e| comp("validator key")(e.to_string()))?;
+        let k =
+            poc_consensus::keys::generate().map_err(|e| comp("validator key")(e.to_string()))?;
         genesis
             .consensus_validators
             .push(poc_chain::state::ConsensusValidator {
@@ -943,9 +947,8 @@ impl Devnet {
             w[0].app_hash_at_common == w[1].app_hash_at_common
                 && w[0].block_hash_at_common == w[1].block_hash_at_common
         });
-        let ok = participants.iter().all(|p| p.as_expected)
-            && participants.len() == n
-            && chain_agrees;
+        let ok =
+            participants.iter().all(|p| p.as_expected) && participants.len() == n && chain_agrees;
         Ok(Report {
             mode: self.options.mode,
             participants,

@@ -326,9 +326,18 @@ async fn v2_round_on_a_four_validator_chain() {
     assert!(report.ok, "participants as expected and validators agree");
     assert_eq!(report.chain_validators.len(), 4);
     let v = &report.chain_validators;
-    assert!(v.iter().all(|x| x.height > 0 && !x.app_hash_at_common.is_empty()));
-    assert!(v.iter().all(|x| x.app_hash_at_common == v[0].app_hash_at_common));
-    assert!(v.iter().all(|x| x.block_hash_at_common == v[0].block_hash_at_common));
+    assert!(
+        v.iter()
+            .all(|x| x.height > 0 && !x.app_hash_at_common.is_empty())
+    );
+    assert!(
+        v.iter()
+            .all(|x| x.app_hash_at_common == v[0].app_hash_at_common)
+    );
+    assert!(
+        v.iter()
+            .all(|x| x.block_hash_at_common == v[0].block_hash_at_common)
+    );
     let honest: Vec<_> = report
         .participants
         .iter()
