@@ -55,6 +55,9 @@ fn corrupt(what: impl Into<String>, err: impl std::fmt::Display) -> DbError {
     }
 }
 
+/// An unfinalized block remembered by consensus: `(hash, height, encoded block)`.
+pub type PendingBlock = ([u8; 32], i64, Vec<u8>);
+
 /// The open database.
 pub struct ChainDb {
     db: Database,
@@ -227,8 +230,8 @@ impl ChainDb {
         Ok(())
     }
 
-    /// Every remembered unfinalized block: `(hash, height, encoded block)`.
-    pub fn pending_blocks(&self) -> Result<Vec<([u8; 32], i64, Vec<u8>)>, DbError> {
+    /// Every remembered unfinalized block.
+    pub fn pending_blocks(&self) -> Result<Vec<PendingBlock>, DbError> {
         let r = self.db.begin_read().map_err(e)?;
         let t = match r.open_table(PENDING) {
             Ok(t) => t,

@@ -140,16 +140,10 @@ impl ChainState {
     pub fn compute_app_hash(&self) -> String {
         let mut h = Sha256::new();
         let mut w = HashWriter(&mut h);
-        let prev = &self.app_hash;
-        // Serialise a view without the app hash (it commits to the previous one through
-        // the header chain, not through the state).
-        let view = StateView {
-            state: self,
-            blank: prev.is_empty(),
-        };
-        // The PoC collections enter through their incrementally maintained hashes
+        // The state's own app hash is left out (hash mode serialises it empty), and the
+        // PoC collections enter through their incrementally maintained hashes
         // (`crate::tracked`), so hashing costs what the block changed, not the state size.
-        crate::tracked::with_hash_mode(|| serde_json::to_writer(&mut w, &view))
+        crate::tracked::with_hash_mode(|| serde_json::to_writer(&mut w, self))
             .expect("state serialises");
         hex::encode(h.finalize())
     }
@@ -469,23 +463,6 @@ impl std::io::Write for HashWriter<'_> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-struct StateView<'a> {
-    state: &'a ChainState,
-    blank: bool,
-}
-
-impl Serialize for StateView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.blank {
-            self.state.serialize(s)
-        } else {
-            let mut c = self.state.clone();
-            c.app_hash.clear();
-            c.serialize(s)
-        }
     }
 }
 

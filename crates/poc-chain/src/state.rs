@@ -302,7 +302,9 @@ pub struct ChainState {
     pub generation_start_times: Tracked<i64, i64>,
     /// `PoCValidationSnapshots`.
     pub snapshots: Tracked<i64, ValidationSnapshot>,
-    /// App hash after the last block (lowercase hex).
+    /// App hash after the last block (lowercase hex). Empty in the form the app hash is
+    /// taken over (it commits to the previous one through the header chain instead).
+    #[serde(serialize_with = "crate::tracked::blank_in_hash_mode")]
     pub app_hash: String,
 }
 

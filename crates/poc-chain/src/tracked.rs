@@ -44,6 +44,12 @@ fn hash_mode() -> bool {
     HASH_MODE.with(|m| m.get())
 }
 
+/// `serialize_with` for a string that is left empty in hash mode (the state's own app
+/// hash).
+pub fn blank_in_hash_mode<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if hash_mode() { "" } else { v })
+}
+
 /// The bucket a key belongs to: its leading component, so a stage's (or an epoch's)
 /// entries share one bucket.
 pub trait Bucket {
