@@ -43,6 +43,9 @@ pub const MAX_CLOCK_DRIFT_SECS: i64 = 10;
 const MAX_SPECULATIVE_GAP: i64 = 64;
 /// Most unfinalized blocks held in memory.
 const MAX_BLOCKS: usize = 100_000;
+/// Most bytes of unfinalized blocks held in memory (a byzantine validator cannot make
+/// this node hold more by relaying blocks nobody finalizes).
+const MAX_BLOCK_MEMORY: usize = 512 * 1024 * 1024;
 const TICK: Duration = Duration::from_millis(20);
 const HELLO_EVERY: Duration = Duration::from_secs(1);
 const REFETCH_AFTER: Duration = Duration::from_millis(500);
@@ -220,6 +223,13 @@ pub struct App<E> {
     halted: bool,
     /// When the committed head block was first seen here (paces the next proposal).
     head_seen: SystemTime,
+    /// Bytes of transactions in `blocks`.
+    blocks_bytes: usize,
+}
+
+/// What a block costs in memory, roughly: its transactions plus a header.
+fn block_bytes(b: &Block) -> usize {
+    b.txs.iter().map(|t| t.len() + 24).sum::<usize>() + 256
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -264,6 +274,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             validators: cfg.validators,
             ..ConsensusStatus::default()
         };
+        let blocks_bytes = blocks.values().map(|b: &Arc<Block>| block_bytes(b)).sum();
         (
             Self {
                 context,
@@ -284,6 +295,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 latency_sum_ms: 0.0,
                 halted: false,
                 head_seen: UNIX_EPOCH,
+                blocks_bytes,
             },
             Mailbox { tx },
         )
@@ -419,13 +431,21 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         Exec::Ready
     }
 
-    fn remember(&mut self, block: Block) -> [u8; 32] {
+    /// Holds a block (if there is room); `None` when it is not held.
+    fn remember(&mut self, block: Block) -> Option<[u8; 32]> {
         let d = block.header.hash();
-        if !self.blocks.contains_key(&d) && self.blocks.len() < MAX_BLOCKS {
-            self.seen_at.insert(d, self.context.current());
-            self.blocks.insert(d, Arc::new(block));
+        if self.blocks.contains_key(&d) {
+            return Some(d);
         }
-        d
+        let size = block_bytes(&block);
+        if self.blocks.len() >= MAX_BLOCKS || self.blocks_bytes + size > MAX_BLOCK_MEMORY {
+            tracing::warn!("unfinalized block memory is full; a block is dropped");
+            return None;
+        }
+        self.blocks_bytes += size;
+        self.seen_at.insert(d, self.context.current());
+        self.blocks.insert(d, Arc::new(block));
+        Some(d)
     }
 
     fn persist(&self, d: &[u8; 32]) {
@@ -598,7 +618,9 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         }
         let n = block.txs.len();
         let height = block.header.height;
-        let d = self.remember(block);
+        let Some(d) = self.remember(block) else {
+            return Some(None);
+        };
         if self.cfg.behavior == Behavior::Honest {
             if !matches!(self.exec(d), Exec::Ready) {
                 tracing::error!(height, "own block does not apply; declining to propose");
@@ -711,7 +733,9 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             .map(|(d, _)| *d)
             .collect();
         for d in dead {
-            self.blocks.remove(&d);
+            if let Some(b) = self.blocks.remove(&d) {
+                self.blocks_bytes -= block_bytes(&b);
+            }
             self.executed.remove(&d);
             self.seen_at.remove(&d);
             self.asked.remove(&d);
@@ -739,8 +763,12 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 let Ok(block) = codec::decode_block(&b) else {
                     return;
                 };
+                // Only blocks this node could verify soon; one far ahead is fetched when
+                // it is finalized.
                 let h = block.header.height;
-                if h <= self.head.state.height || h > self.head.state.height + 10_000 {
+                if h <= self.head.state.height
+                    || h > self.head.state.height + 2 * MAX_SPECULATIVE_GAP
+                {
                     return;
                 }
                 self.remember(block);
@@ -796,7 +824,9 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             }
             self.asked.remove(&d);
             want = Some(b.header.prev_hash);
-            self.remember(b);
+            if self.remember(b).is_none() {
+                return;
+            }
         }
     }
 
