@@ -211,12 +211,13 @@ impl<K: Ord + Clone + Bucket + Serialize, V: Serialize> Tracked<K, V> {
         self.map.entry(k).or_insert_with(f)
     }
 
-    /// Keeps the entries for which `f` holds.
-    pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
+    /// Keeps the entries for which `f` holds (read-only: a kept entry is unchanged).
+    pub fn retain(&mut self, mut f: impl FnMut(&K, &V) -> bool) {
         let gone: Vec<K> = self
             .map
-            .iter_mut()
-            .filter_map(|(k, v)| (!f(k, v)).then(|| k.clone()))
+            .iter()
+            .filter(|&(k, v)| !f(k, v))
+            .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
             self.remove(&k);

@@ -43,9 +43,13 @@ pub const MAX_CLOCK_DRIFT_SECS: i64 = 10;
 const MAX_SPECULATIVE_GAP: i64 = 64;
 /// Most unfinalized blocks held in memory.
 const MAX_BLOCKS: usize = 100_000;
-/// Most bytes of unfinalized blocks held in memory (a byzantine validator cannot make
-/// this node hold more by relaying blocks nobody finalizes).
+/// Most bytes of unverified blocks held in memory (relayed or fetched for a
+/// verification). Own proposals and blocks on the path to a finalized block (authentic:
+/// they hash-link to a quorum certificate) are not limited by it.
 const MAX_BLOCK_MEMORY: usize = 512 * 1024 * 1024;
+/// Most blocks one peer's relays may keep in memory, and their bytes.
+const MAX_RELAYED_PER_PEER: usize = 256;
+const MAX_RELAYED_BYTES_PER_PEER: usize = 64 * 1024 * 1024;
 const TICK: Duration = Duration::from_millis(20);
 const HELLO_EVERY: Duration = Duration::from_secs(1);
 const REFETCH_AFTER: Duration = Duration::from_millis(500);
@@ -201,6 +205,26 @@ struct Peer {
     last: SystemTime,
 }
 
+/// A block being fetched.
+#[derive(Clone, Copy)]
+struct Ask {
+    first: SystemTime,
+    last: SystemTime,
+    /// On the hash chain of a finalized block: what comes back is authentic.
+    finalized: bool,
+}
+
+/// Why a block is being taken in.
+#[derive(Clone)]
+enum Origin {
+    /// Built here.
+    Own,
+    /// A peer relayed it unasked.
+    Relay(PublicKey),
+    /// Fetched; `true` when it hash-links to a finalized block.
+    Fetched(bool),
+}
+
 /// The application actor.
 pub struct App<E> {
     context: E,
@@ -215,8 +239,12 @@ pub struct App<E> {
     verifies: Vec<(Ctx, Digest, oneshot::Sender<bool>)>,
     proposals: Vec<(Ctx, oneshot::Sender<Digest>)>,
     target: Option<(u64, [u8; 32])>,
-    /// Blocks being fetched: first and last time asked.
-    asked: HashMap<[u8; 32], (SystemTime, SystemTime)>,
+    /// Blocks being fetched.
+    asked: HashMap<[u8; 32], Ask>,
+    /// Who relayed each block held because of a relay.
+    relayed: HashMap<[u8; 32], PublicKey>,
+    /// Per peer: blocks and bytes held because of its relays.
+    per_peer: HashMap<PublicKey, (usize, usize)>,
     peers: HashMap<PublicKey, Peer>,
     status: ConsensusStatus,
     latency_sum_ms: f64,
@@ -290,6 +318,8 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 proposals: Vec::new(),
                 target: None,
                 asked: HashMap::new(),
+                relayed: HashMap::new(),
+                per_peer: HashMap::new(),
                 peers: HashMap::new(),
                 status,
                 latency_sum_ms: 0.0,
@@ -431,16 +461,35 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         Exec::Ready
     }
 
-    /// Holds a block (if there is room); `None` when it is not held.
-    fn remember(&mut self, block: Block) -> Option<[u8; 32]> {
+    /// Holds a block if it is well-formed and within its origin's limits; `None` when it
+    /// is not held. The body must match the header (chain id, tx root), so a forged body
+    /// can never be stored under an honest block's hash.
+    fn remember(&mut self, block: Block, origin: Origin) -> Option<[u8; 32]> {
         let d = block.header.hash();
         if self.blocks.contains_key(&d) {
             return Some(d);
         }
-        let size = block_bytes(&block);
-        if self.blocks.len() >= MAX_BLOCKS || self.blocks_bytes + size > MAX_BLOCK_MEMORY {
-            tracing::warn!("unfinalized block memory is full; a block is dropped");
+        if block.header.chain_id != self.head.state.chain_id
+            || poc_chain::block::tx_root(&block.txs) != block.header.tx_root
+        {
             return None;
+        }
+        let size = block_bytes(&block);
+        let limited = matches!(origin, Origin::Relay(_) | Origin::Fetched(false));
+        if limited
+            && (self.blocks.len() >= MAX_BLOCKS || self.blocks_bytes + size > MAX_BLOCK_MEMORY)
+        {
+            tracing::warn!("unverified block memory is full; a block is dropped");
+            return None;
+        }
+        if let Origin::Relay(peer) = &origin {
+            let (n, bytes) = self.per_peer.get(peer).copied().unwrap_or((0, 0));
+            if n >= MAX_RELAYED_PER_PEER || bytes + size > MAX_RELAYED_BYTES_PER_PEER {
+                tracing::debug!(peer = %hex_key(peer), "relay quota full; a block is dropped");
+                return None;
+            }
+            self.per_peer.insert(peer.clone(), (n + 1, bytes + size));
+            self.relayed.insert(d, peer.clone());
         }
         self.blocks_bytes += size;
         self.seen_at.insert(d, self.context.current());
@@ -456,15 +505,28 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         }
     }
 
-    fn request(&mut self, digest: [u8; 32], sender: &mut impl Sender<PublicKey = PublicKey>) {
+    fn request(
+        &mut self,
+        digest: [u8; 32],
+        finalized: bool,
+        sender: &mut impl Sender<PublicKey = PublicKey>,
+    ) {
         let now = self.context.current();
-        if let Some((_, t)) = self.asked.get(&digest)
-            && now.duration_since(*t).unwrap_or_default() < REFETCH_AFTER
-        {
-            return;
+        let prev = self.asked.get(&digest).copied();
+        if let Some(a) = prev {
+            self.asked.get_mut(&digest).expect("present").finalized |= finalized;
+            if now.duration_since(a.last).unwrap_or_default() < REFETCH_AFTER {
+                return;
+            }
         }
-        let first = self.asked.get(&digest).map(|(f, _)| *f).unwrap_or(now);
-        self.asked.insert(digest, (first, now));
+        self.asked.insert(
+            digest,
+            Ask {
+                first: prev.map(|a| a.first).unwrap_or(now),
+                last: now,
+                finalized: finalized || prev.is_some_and(|a| a.finalized),
+            },
+        );
         // Ask the freshest peer that is ahead of us; rotate on retries by skipping the
         // last one asked only when there is another.
         let mut best: Vec<(&PublicKey, &Peer)> = self
@@ -533,15 +595,16 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         if self.invalid.contains(&d) {
             return Some(false);
         }
-        if d == self.head.hash
-            || self
-                .shared
-                .db()
-                .and_then(|db| db.height_of(&d).ok().flatten())
-                .is_some()
+        if d == GENESIS.0 {
+            return Some(false);
+        }
+        if let Some(db) = self.shared.db()
+            && let Ok(Some(h)) = db.height_of(&d)
         {
-            // Already finalized here (a replay after a restart).
-            return Some(true);
+            // Already finalized here (a replay after a restart): valid only on its own
+            // parent, never as a new child of some other block.
+            let prev = db.block(h).ok().flatten().map(|b| b.header.prev_hash);
+            return Some(prev == Some(ctx.parent.1.0));
         }
         let Some(b) = self.blocks.get(&d).cloned() else {
             self.pending_fetch(d);
@@ -565,21 +628,22 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 return None;
             }
         }
-        let parent_time = self
-            .state_of(&b.header.prev_hash)
-            .map(|s| s.time)
-            .unwrap_or(0);
-        if b.header.time > unix_secs(now).max(parent_time) + MAX_CLOCK_DRIFT_SECS {
+        if b.header.time > unix_secs(now) + MAX_CLOCK_DRIFT_SECS {
             // In the future for us: wait until our clock catches up.
             return None;
         }
         Some(true)
     }
 
-    /// Marks a block to fetch on the next tick.
+    /// Marks a block to fetch on the next tick (for a verification: not known to be
+    /// final, so what comes back is limited).
     fn pending_fetch(&mut self, m: [u8; 32]) {
         let now = self.context.current();
-        self.asked.entry(m).or_insert((now, UNIX_EPOCH));
+        self.asked.entry(m).or_insert(Ask {
+            first: now,
+            last: UNIX_EPOCH,
+            finalized: false,
+        });
     }
 
     /// `Some(Some(digest))` when built, `Some(None)` to decline, `None` to wait.
@@ -590,11 +654,17 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         sender: &mut impl Sender<PublicKey = PublicKey>,
     ) -> Option<Option<[u8; 32]>> {
         let parent = ctx.parent.1.0;
+        if let Some(p) = self.blocks.get(&parent)
+            && p.header.height - self.head.state.height > MAX_SPECULATIVE_GAP
+        {
+            // Far behind: wait for finalized blocks rather than executing the gap.
+            return None;
+        }
         match self.exec(parent) {
             Exec::Ready => {}
             Exec::Invalid => return Some(None),
             Exec::Missing(m) => {
-                self.request(m, sender);
+                self.request(m, false, sender);
                 return None;
             }
         }
@@ -618,7 +688,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         }
         let n = block.txs.len();
         let height = block.header.height;
-        let Some(d) = self.remember(block) else {
+        let Some(d) = self.remember(block, Origin::Own) else {
             return Some(None);
         };
         if self.cfg.behavior == Behavior::Honest {
@@ -656,7 +726,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         let mut cur = target;
         while cur != self.head.hash {
             let Some(b) = self.blocks.get(&cur) else {
-                self.request(cur, sender);
+                self.request(cur, true, sender);
                 return;
             };
             if b.header.height <= self.head.state.height {
@@ -674,7 +744,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             match self.exec(d) {
                 Exec::Ready => {}
                 Exec::Missing(m) => {
-                    self.request(m, sender);
+                    self.request(m, true, sender);
                     return;
                 }
                 Exec::Invalid => {
@@ -734,7 +804,14 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             .collect();
         for d in dead {
             if let Some(b) = self.blocks.remove(&d) {
-                self.blocks_bytes -= block_bytes(&b);
+                let size = block_bytes(&b);
+                self.blocks_bytes -= size;
+                if let Some(peer) = self.relayed.remove(&d)
+                    && let Some(q) = self.per_peer.get_mut(&peer)
+                {
+                    q.0 -= 1;
+                    q.1 -= size;
+                }
             }
             self.executed.remove(&d);
             self.seen_at.remove(&d);
@@ -771,7 +848,22 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 {
                     return;
                 }
-                self.remember(block);
+                // Unasked relays must extend a block this node holds.
+                let parent_height = if block.header.prev_hash == self.head.hash {
+                    Some(self.head.state.height)
+                } else {
+                    self.blocks
+                        .get(&block.header.prev_hash)
+                        .map(|p| p.header.height)
+                };
+                if parent_height != Some(h - 1) {
+                    if self.asked.contains_key(&block.header.hash()) {
+                        self.remember(block, Origin::Fetched(false));
+                        self.process(sender);
+                    }
+                    return;
+                }
+                self.remember(block, Origin::Relay(from));
                 self.process(sender);
             }
             Wire::Request { digest, max } => {
@@ -809,22 +901,30 @@ impl<E: Clock + Spawner + Metrics> App<E> {
     /// Keeps the blocks of a fetch response that form a hash chain from a block we asked
     /// for; the rest is ignored.
     fn accept_response(&mut self, list: Vec<Vec<u8>>) {
-        let mut want: Option<[u8; 32]> = None;
+        let mut want: Option<([u8; 32], bool)> = None;
         for bytes in list {
             let Ok(b) = codec::decode_block(&bytes) else {
                 return;
             };
             let d = b.header.hash();
-            let expected = match want {
-                None => self.asked.contains_key(&d),
-                Some(w) => w == d,
+            let finalized = match want {
+                None => match self.asked.get(&d) {
+                    Some(a) => a.finalized,
+                    None => return,
+                },
+                Some((w, f)) if w == d => f,
+                Some(_) => return,
             };
-            if !expected || b.header.height <= self.head.state.height {
+            let h = b.header.height;
+            // Blocks not known to be final are only taken near the head.
+            if h <= self.head.state.height
+                || (!finalized && h > self.head.state.height + 2 * MAX_SPECULATIVE_GAP)
+            {
                 return;
             }
             self.asked.remove(&d);
-            want = Some(b.header.prev_hash);
-            if self.remember(b).is_none() {
+            want = Some((b.header.prev_hash, finalized));
+            if self.remember(b, Origin::Fetched(finalized)).is_none() {
                 return;
             }
         }
@@ -874,15 +974,15 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         // served for a minute (an abandoned fork).
         let now = self.context.current();
         self.asked
-            .retain(|_, (first, _)| now.duration_since(*first).unwrap_or_default() < GIVE_UP);
-        let missing: Vec<[u8; 32]> = self
+            .retain(|_, a| now.duration_since(a.first).unwrap_or_default() < GIVE_UP);
+        let missing: Vec<([u8; 32], bool)> = self
             .asked
-            .keys()
-            .filter(|d| !self.blocks.contains_key(*d))
-            .copied()
+            .iter()
+            .filter(|(d, _)| !self.blocks.contains_key(*d))
+            .map(|(d, a)| (*d, a.finalized))
             .collect();
-        for d in missing {
-            self.request(d, sender);
+        for (d, finalized) in missing {
+            self.request(d, finalized, sender);
         }
         self.finalize(sender);
         self.process(sender);
@@ -897,7 +997,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         for t in fresh {
             size += t.len() + 4;
             batch.push(t);
-            if size > 1024 * 1024 {
+            if size > 1024 * 1024 || batch.len() >= MAX_BLOCK_TXS {
                 let _ = sender.send(
                     Recipients::All,
                     Wire::Txs(std::mem::take(&mut batch)).encode(),
@@ -947,5 +1047,85 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         self.status.synced = !self.halted && height + 1 >= best;
         self.status.peers = peers;
         *self.shared.consensus.write().expect("consensus lock") = Some(self.status.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commonware_consensus::types::{Epoch, Round, View};
+    use commonware_cryptography::Signer;
+    use commonware_runtime::{Runner, deterministic};
+
+    fn app(
+        ctx: deterministic::Context,
+        dir: &std::path::Path,
+    ) -> (App<deterministic::Context>, Arc<Shared>) {
+        let keys = crate::traffic::participant_keys(2);
+        let mut g = crate::traffic::genesis(&keys);
+        // Not after the simulated clock: blocks may not run ahead of the verifier's clock.
+        g.genesis_time = 0;
+        let (shared, _) = poc_chain_node::open_shared(&dir.join("db.redb"), &g).unwrap();
+        let me = ed25519::PrivateKey::from_seed(1).public_key();
+        let cfg = AppConfig {
+            me,
+            validators: 1,
+            block_time: Duration::ZERO,
+            snapshot_interval: 0,
+            behavior: Behavior::Honest,
+        };
+        let (a, _mailbox) = App::new(ctx, cfg, Arc::clone(&shared));
+        (a, shared)
+    }
+
+    fn ctx(parent: [u8; 32]) -> Ctx {
+        Context {
+            round: Round::new(Epoch::zero(), View::new(5)),
+            leader: ed25519::PrivateKey::from_seed(1).public_key(),
+            parent: (View::new(4), sha256::Digest(parent)),
+        }
+    }
+
+    #[test]
+    fn a_forged_body_is_never_stored_under_an_honest_header() {
+        deterministic::Runner::default().start(|context| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut a, shared) = app(context, dir.path());
+            let peer = ed25519::PrivateKey::from_seed(9).public_key();
+            let head = shared.head();
+            let good = head.state.build_block(head.hash, head.state.time, vec![]);
+            let mut forged = good.clone();
+            forged.txs.push(vec![1, 2, 3]);
+            assert_eq!(forged.header.hash(), good.header.hash());
+            assert!(a.remember(forged, Origin::Relay(peer.clone())).is_none());
+            let mut foreign = good.clone();
+            foreign.header.chain_id = "other".into();
+            assert!(a.remember(foreign, Origin::Relay(peer.clone())).is_none());
+            let d = a.remember(good, Origin::Relay(peer)).unwrap();
+            // The honest body verifies.
+            let now = a.context.current();
+            assert_eq!(a.check(&ctx(head.hash), d, now), Some(true));
+        });
+    }
+
+    #[test]
+    fn a_finalized_block_is_valid_only_on_its_own_parent() {
+        deterministic::Runner::default().start(|context| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut a, shared) = app(context, dir.path());
+            let head = shared.head();
+            let b1 = head.state.build_block(head.hash, head.state.time, vec![]);
+            let mut s = head.state.clone();
+            let r = s.apply_block(&b1).unwrap();
+            commit_block(&shared, &b1, &r, s, 0).unwrap();
+            let d1 = b1.header.hash();
+            let now = a.context.current();
+            // Replayed on its own parent (after a restart): valid.
+            assert_eq!(a.check(&ctx(b1.header.prev_hash), d1, now), Some(true));
+            // Proposed again on top of itself (or anything else): refused.
+            assert_eq!(a.check(&ctx(d1), d1, now), Some(false));
+            // The genesis digest is never a block.
+            assert_eq!(a.check(&ctx(d1), GENESIS.0, now), Some(false));
+        });
     }
 }
