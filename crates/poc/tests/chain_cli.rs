@@ -1,34 +1,12 @@
 //! `poc chain …` and `poc keys …` end to end: a real node process on loopback.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{free_port, json_out, poc};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-
-fn poc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poc"))
-        .args(args)
-        .output()
-        .expect("run poc")
-}
-
-fn json_out(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "status {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Node(Child);
 

@@ -2,37 +2,15 @@
 //! a transaction sent to one is finalized by all, queries agree, a killed validator does
 //! not stop the others, and it catches up after a restart.
 
+mod common;
+
+use common::{free_port, json_out, poc};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn poc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poc"))
-        .args(args)
-        .output()
-        .expect("run poc")
-}
-
-fn json_out(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "status {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A plain HTTP/1.1 GET on loopback; `None` while the node is not answering.
 fn get(port: u16, path: &str) -> Option<Value> {

@@ -1,0 +1,34 @@
+//! Helpers shared by the command-line tests: run `poc`, parse its JSON, pick a port.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs the `poc` binary with these arguments.
+pub fn poc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_poc"))
+        .args(args)
+        .output()
+        .expect("run poc")
+}
+
+/// The JSON on stdout of a successful run (panics with stderr otherwise).
+pub fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "status {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
