@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use poc_api::callbacks::Grant;
 use poc_api::config::{ApiConfig, MlNodeEntry, ValidationConfig};
 use poc_api::proofs::ProofRequest;
 use poc_api::sampling::sample_leaf_indices;
@@ -78,6 +79,7 @@ fn bench(c: &mut Criterion) {
             block_time: Duration::from_millis(200),
             rest: "127.0.0.1:0".parse().unwrap(),
             snapshot_interval: 0,
+            http: Default::default(),
         })
         .await
         .unwrap();
@@ -104,6 +106,8 @@ fn bench(c: &mut Criterion) {
                 keep_stages: 10,
                 proof_rate_per_sec: 1e9,
                 proof_rate_burst: 1e9,
+                callback_allow: vec![],
+                http: Default::default(),
                 v1: Default::default(),
                 validation: ValidationConfig::default(),
             }
@@ -125,7 +129,11 @@ fn bench(c: &mut Criterion) {
     });
     let stage = api.shared.view().unwrap().current_stage().height();
     let http = reqwest::Client::new();
-    let ingest = format!("http://{}/v2/poc-batches/generated", api.ml_addr);
+    let ingest = format!(
+        "{}/generated",
+        api.shared
+            .callback_url(Grant::Generation { stage, node: 0 }, i64::MAX)
+    );
     let next = Arc::new(AtomicI64::new(0));
     let batch = |n: i64| {
         let start = next.fetch_add(n, Ordering::SeqCst);
@@ -164,6 +172,30 @@ fn bench(c: &mut Criterion) {
                     .await
                     .unwrap()
                     .status()
+            })
+        })
+    });
+    // Eight ML nodes' worth of concurrent batches: their fsyncs are shared.
+    g.throughput(Throughput::Elements(8000));
+    g.bench_function("POST generated, 8 concurrent x 1000 artifacts", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..8 {
+                    let (http, url, body) = (http.clone(), ingest.clone(), batch(1000));
+                    set.spawn(async move {
+                        http.post(&url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap()
+                            .status()
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    assert!(r.unwrap().is_success());
+                }
             })
         })
     });

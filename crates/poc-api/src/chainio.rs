@@ -1,15 +1,13 @@
 //! Talking to the chain: the operational key's transactions through `MsgExec` with retry
-//! on transient failures, the account key's setup (registration, grants, seeds), and the
-//! vote batcher that merges verdicts into one `MsgSubmitPocValidationsV2` per stage.
+//! on transient failures, and the account key's setup (registration, grants, seeds).
+//! When votes and commits are sent is decided in [`crate::timing`].
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use poc_chain::api::{BroadcastMode, TxResponse};
-use poc_chain::msgs::{Msg, OPERATIONAL_PERMISSIONS, ValidationPayloadV2};
+use poc_chain::msgs::{Msg, OPERATIONAL_PERMISSIONS};
 use poc_chain::tx::{PrivateKey, TxMsg};
 use poc_chain_client::{ChainClient, ClientError, TxSigner};
-use tokio::sync::Mutex;
 
 /// The node's two keys on the chain.
 pub struct ChainIo {
@@ -47,6 +45,17 @@ impl ChainIo {
         msgs: Vec<Msg>,
         mode: BroadcastMode,
     ) -> Result<TxResponse, ClientError> {
+        self.send_exec_before(msgs, mode, None).await
+    }
+
+    /// [`send_exec`](Self::send_exec), but no retry starts after `deadline` (a message
+    /// whose window will have closed by then is not worth sending again).
+    pub async fn send_exec_before(
+        &self,
+        msgs: Vec<Msg>,
+        mode: BroadcastMode,
+        deadline: Option<Instant>,
+    ) -> Result<TxResponse, ClientError> {
         let exec = [TxMsg::Exec {
             grantee: self.operational.address(),
             msgs,
@@ -56,7 +65,11 @@ impl ChainIo {
         loop {
             attempt += 1;
             match self.operational.send(&exec, mode).await {
-                Err(e) if e.is_transient() && attempt < 5 => {
+                Err(e)
+                    if e.is_transient()
+                        && attempt < 5
+                        && deadline.is_none_or(|d| Instant::now() + delay < d) =>
+                {
                     tracing::warn!("transaction failed ({e}); retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -126,119 +139,5 @@ impl ChainIo {
         ))
         .into();
         hex::encode(self.account_key.sign_digest(&d))
-    }
-}
-
-/// Pending votes, merged per stage height.
-#[derive(Debug, Default)]
-struct Pending {
-    by_height: BTreeMap<i64, Vec<ValidationPayloadV2>>,
-    count: usize,
-    first: Option<Instant>,
-}
-
-/// Batches verdicts: flush when `flush_size` are pending or `flush_timeout` after the
-/// first; one `MsgSubmitPocValidationsV2` per stage height, all in one transaction.
-pub struct VoteBatcher {
-    pending: Mutex<Pending>,
-    flush_size: usize,
-    flush_timeout: Duration,
-}
-
-impl VoteBatcher {
-    /// A batcher.
-    pub fn new(flush_size: usize, flush_timeout: Duration) -> Self {
-        Self {
-            pending: Mutex::new(Pending::default()),
-            flush_size,
-            flush_timeout,
-        }
-    }
-
-    /// Queues a vote; returns whether a flush is due.
-    pub async fn push(&self, height: i64, participant: String, weight: i64) -> bool {
-        let mut p = self.pending.lock().await;
-        p.by_height
-            .entry(height)
-            .or_default()
-            .push(ValidationPayloadV2 {
-                participant_address: participant,
-                validated_weight: weight,
-            });
-        p.count += 1;
-        p.first.get_or_insert_with(Instant::now);
-        p.count >= self.flush_size
-    }
-
-    /// Whether the oldest pending vote waited long enough.
-    pub async fn due(&self) -> bool {
-        let p = self.pending.lock().await;
-        p.count > 0
-            && (p.count >= self.flush_size
-                || p.first.is_some_and(|f| f.elapsed() >= self.flush_timeout))
-    }
-
-    /// Takes everything pending as messages for `creator`.
-    pub async fn take(&self, creator: &str) -> Vec<Msg> {
-        let mut p = self.pending.lock().await;
-        let by = std::mem::take(&mut p.by_height);
-        p.count = 0;
-        p.first = None;
-        by.into_iter()
-            .map(|(h, validations)| Msg::SubmitPocValidationsV2 {
-                creator: creator.to_owned(),
-                poc_stage_start_block_height: h,
-                validations,
-            })
-            .collect()
-    }
-
-    /// Votes waiting.
-    pub async fn len(&self) -> usize {
-        self.pending.lock().await.count
-    }
-
-    /// Whether nothing waits.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn votes_merge_per_height() {
-        let b = VoteBatcher::new(3, Duration::from_secs(3600));
-        assert!(!b.push(10, "a".into(), 200).await);
-        assert!(!b.push(20, "b".into(), -1).await);
-        assert!(!b.due().await);
-        assert!(b.push(10, "c".into(), 200).await);
-        assert!(b.due().await);
-        let msgs = b.take("v").await;
-        assert_eq!(msgs.len(), 2);
-        match &msgs[0] {
-            Msg::SubmitPocValidationsV2 {
-                poc_stage_start_block_height,
-                validations,
-                creator,
-            } => {
-                assert_eq!(
-                    (
-                        *poc_stage_start_block_height,
-                        validations.len(),
-                        creator.as_str()
-                    ),
-                    (10, 2, "v")
-                );
-            }
-            m => panic!("{m:?}"),
-        }
-        assert!(b.is_empty().await);
-        let t = VoteBatcher::new(100, Duration::from_millis(1));
-        t.push(1, "a".into(), 1).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(t.due().await);
     }
 }

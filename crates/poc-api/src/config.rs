@@ -34,7 +34,8 @@ pub struct ValidationConfig {
     pub node_retry_delay_s: f64,
     /// Votes pending before a flush.
     pub flush_size: usize,
-    /// Seconds after the first pending vote before a flush.
+    /// Seconds after the first pending vote of a stage before a flush (at most; shortened
+    /// so that votes land well inside the chain's validation window).
     pub flush_timeout_s: f64,
     /// Largest proof response accepted, bytes.
     pub max_response_bytes: usize,
@@ -114,7 +115,8 @@ pub struct ApiConfig {
     /// ML nodes.
     #[serde(default)]
     pub ml_nodes: Vec<MlNodeEntry>,
-    /// Seconds between flush + commit attempts.
+    /// Seconds between store commits while artifacts arrive (at most: shortened to fit
+    /// the chain's exchange window, and a final commit is sent as the window closes).
     #[serde(default = "default_commit_interval")]
     pub commit_interval_s: f64,
     /// Seconds between chain polls.
@@ -135,6 +137,13 @@ pub struct ApiConfig {
     /// Burst of proof requests per client IP (reference: 30).
     #[serde(default = "default_burst")]
     pub proof_rate_burst: f64,
+    /// Networks the ML callback server accepts requests from (`10.0.0.0/8`,
+    /// `192.168.1.7`, ...). Empty (the default): loopback and the ML nodes' addresses.
+    #[serde(default)]
+    pub callback_allow: Vec<String>,
+    /// Header/idle and body timeouts and the connection cap of both HTTP servers.
+    #[serde(default)]
+    pub http: poc_http::HttpLimits,
     /// Validation tuning.
     #[serde(default)]
     pub validation: ValidationConfig,
@@ -168,6 +177,40 @@ pub fn secs(s: f64) -> Duration {
 }
 
 impl ApiConfig {
+    /// The required settings, everything else at its default (what a TOML file with
+    /// only these keys gives).
+    pub fn new(
+        chain_url: impl Into<String>,
+        account_key: impl Into<PathBuf>,
+        operational_key: impl Into<PathBuf>,
+        public_listen: SocketAddr,
+        ml_listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            chain_url: chain_url.into(),
+            account_key: account_key.into(),
+            operational_key: operational_key.into(),
+            public_url: format!("http://{public_listen}"),
+            public_listen,
+            ml_listen,
+            callback_url: None,
+            data_dir: data_dir.into(),
+            ml_nodes: Vec::new(),
+            commit_interval_s: default_commit_interval(),
+            chain_poll_s: default_poll(),
+            health_interval_s: default_health(),
+            allow_private_targets: false,
+            keep_stages: default_keep(),
+            proof_rate_per_sec: default_rate(),
+            proof_rate_burst: default_burst(),
+            callback_allow: Vec::new(),
+            http: poc_http::HttpLimits::default(),
+            validation: ValidationConfig::default(),
+            v1: V1Config::default(),
+        }
+    }
+
     /// Parses TOML.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
@@ -214,6 +257,8 @@ impl ApiConfig {
                 self.v1.params
             ));
         }
+        self.http.validate().map_err(|e| format!("http: {e}"))?;
+        crate::callbacks::AllowList::parse(&self.callback_allow)?;
         if self.validation.workers == 0 || self.validation.flush_size == 0 {
             return Err("validation.workers and validation.flush_size must be positive".into());
         }
@@ -227,6 +272,31 @@ pub const EXAMPLE: &str = include_str!("../../../examples/api.toml");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_gives_the_file_defaults() {
+        let from_file = ApiConfig::from_toml(
+            r#"
+            chain_url = "http://127.0.0.1:1317"
+            account_key = "a.key"
+            operational_key = "o.key"
+            public_url = "http://127.0.0.1:9000"
+            public_listen = "127.0.0.1:9000"
+            ml_listen = "127.0.0.1:9100"
+            data_dir = "d"
+            "#,
+        )
+        .unwrap();
+        let made = ApiConfig::new(
+            "http://127.0.0.1:1317",
+            "a.key",
+            "o.key",
+            "127.0.0.1:9000".parse().unwrap(),
+            "127.0.0.1:9100".parse().unwrap(),
+            "d",
+        );
+        assert_eq!(made, from_file);
+    }
 
     #[test]
     fn the_example_parses_and_validates() {

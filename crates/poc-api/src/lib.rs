@@ -5,6 +5,7 @@
 //! chain, serves Merkle proofs to validators, and validates every other participant.
 //! `chain-and-api.md` §6; the pure parts live in [`sampling`], [`proofs`] and [`phase`].
 
+pub mod callbacks;
 pub mod chainio;
 pub mod config;
 pub mod mlnodes;
@@ -12,6 +13,7 @@ pub mod phase;
 pub mod proofs;
 pub mod sampling;
 pub mod server;
+pub mod timing;
 pub mod v1flow;
 pub mod validator;
 
@@ -20,20 +22,24 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use poc_chain::api::BroadcastMode;
+use poc_chain::api::{BroadcastMode, TxResponse};
 use poc_chain::confirmation::ConfirmationPhase;
 use poc_chain::epoch::Phase;
+use poc_chain::error::ErrorKind;
 use poc_chain::msgs::{MlNodeWeight, Msg};
 use poc_chain::tx::PrivateKey;
 use poc_chain_client::ChainClient;
+use poc_http::ServerStats;
 use poc_store::StageStores;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::chainio::{ChainIo, VoteBatcher};
+use crate::callbacks::{AllowList, CallbackTokens, Grant};
+use crate::chainio::ChainIo;
 use crate::config::{ApiConfig, secs};
 use crate::mlnodes::{Broker, GenerationSpec};
 use crate::phase::{ChainView, scale_distribution};
+use crate::timing::{Attempt, BlockClock, VoteQueue, Window, commit_due};
 use crate::validator::StageJob;
 
 /// Errors starting the node.
@@ -102,6 +108,9 @@ impl Metrics {
 struct CommitState {
     stage: i64,
     last_committed: u64,
+    last_attempt: Option<Attempt>,
+    /// Whether the end of the stage's commit window was already checked.
+    window_closed: bool,
     distribution_attempt: Option<Instant>,
     distributed: bool,
 }
@@ -125,8 +134,29 @@ struct Triggers {
     seed: Option<u64>,
 }
 
+/// The PoC v2 generation the ML nodes should be running: what to send to a node that
+/// is not generating (restarted, or back after a failure) while the stage accepts
+/// artifacts.
+#[derive(Debug, Clone)]
+struct GenerationPlan {
+    /// The `init/generate` body (its `url` is set per node).
+    spec: GenerationSpec,
+    /// Last height at which the stage accepts artifacts.
+    expires: i64,
+}
+
 /// Keys allowed to sign for an account: `(address, compressed key)`.
 pub type SignerSet = Vec<(String, Vec<u8>)>;
+
+/// Whether a rejected transaction's code says its window has closed.
+fn window_closed(r: &TxResponse) -> bool {
+    r.result.codespace == ErrorKind::PocTooLate.codespace()
+        && [
+            ErrorKind::PocTooLate.code(),
+            ErrorKind::UpcomingEpochNotFound.code(),
+        ]
+        .contains(&r.result.code)
+}
 
 /// Everything the tasks and handlers share.
 pub struct Shared {
@@ -140,16 +170,31 @@ pub struct Shared {
     pub stores: StageStores,
     /// ML nodes.
     pub broker: Broker,
-    /// Pending votes.
-    pub votes: VoteBatcher,
     /// Counters.
     pub metrics: Metrics,
+    /// Callback tokens issued to the ML nodes.
+    pub tokens: CallbackTokens,
+    /// Where callbacks are accepted from (the default list is resolved again with every
+    /// health check, so an ML node that moved is let in).
+    pub callback_allow: Arc<RwLock<AllowList>>,
+    /// Connection counters of the public server.
+    pub public_stats: Arc<ServerStats>,
+    /// Connection counters of the ML callback server.
+    pub callback_stats: Arc<ServerStats>,
+    votes: Mutex<VoteQueue>,
     view: RwLock<Option<ChainView>>,
+    clock: Mutex<BlockClock>,
     authz: Mutex<HashMap<String, (Instant, SignerSet)>>,
     limiter: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     pub(crate) proof_http: reqwest::Client,
     commit: tokio::sync::Mutex<CommitState>,
     triggers: Mutex<Triggers>,
+    generation: Mutex<Option<GenerationPlan>>,
+    /// One pass of [`Shared::keep_generating`] at a time (validation takes it to stop
+    /// the nodes).
+    pub(crate) keeping: tokio::sync::Mutex<()>,
+    /// Highest nonce stored per `(stage, ML node number)`: where a restarted node resumes.
+    progress: Mutex<HashMap<(i64, u64), i32>>,
 }
 
 impl Shared {
@@ -158,48 +203,212 @@ impl Shared {
         self.view.read().expect("view lock").clone()
     }
 
-    /// Queues a vote and flushes when due.
-    pub async fn vote(self: &Arc<Self>, stage: i64, participant: String, weight: i64) {
-        if self.votes.push(stage, participant, weight).await {
-            self.flush_votes().await;
+    /// The block time observed on the chain.
+    pub fn block_time(&self) -> Duration {
+        self.clock.lock().expect("clock lock").block_time()
+    }
+
+    /// Votes waiting to be sent.
+    pub fn pending_votes(&self) -> usize {
+        self.votes.lock().expect("votes lock").len()
+    }
+
+    /// A callback base URL carrying a token for `grant`, valid through `expires`.
+    pub fn callback_url(&self, grant: Grant, expires: i64) -> String {
+        let family = match grant {
+            Grant::Generation { .. } | Grant::Validation { .. } => "v2",
+            Grant::V1Generation { .. } | Grant::V1Validation { .. } => "v1",
+        };
+        let token = self.tokens.issue(grant, expires);
+        format!(
+            "{}/cb/{token}/{family}/poc-batches",
+            self.cfg.callback_base().trim_end_matches('/')
+        )
+    }
+
+    /// Records the highest nonce stored from an ML node in a stage.
+    pub(crate) fn note_progress(&self, stage: i64, node: u64, max_nonce: i32) {
+        let mut p = self.progress.lock().expect("progress lock");
+        let e = p.entry((stage, node)).or_insert(max_nonce);
+        *e = (*e).max(max_nonce);
+    }
+
+    /// Queues a vote on `participant` for `stage` (whose votes the chain accepts inside
+    /// `window`) and sends what is due, in the background (a verdict callback is answered
+    /// without waiting for the chain).
+    pub fn vote(self: &Arc<Self>, stage: i64, window: Window, participant: String, weight: i64) {
+        let due = {
+            let mut q = self.votes.lock().expect("votes lock");
+            q.push(stage, window, participant, weight, Instant::now());
+            let height = self.view().map_or(0, |v| v.height);
+            q.due(Instant::now(), height, self.block_time())
+        };
+        if due {
+            let st = Arc::clone(self);
+            tokio::spawn(async move { st.flush_votes(false).await });
         }
     }
 
-    /// Sends every pending vote (one message per stage height, one transaction).
-    pub async fn flush_votes(&self) {
-        let msgs = self.votes.take(&self.io.address).await;
-        if msgs.is_empty() {
-            return;
-        }
-        let n: usize = msgs
-            .iter()
-            .map(|m| {
-                if let Msg::SubmitPocValidationsV2 { validations, .. } = m {
-                    validations.len()
-                } else {
-                    0
-                }
-            })
-            .sum();
-        match self.io.send_exec(msgs, BroadcastMode::Sync).await {
-            Ok(r) if r.result.code == 0 => {
-                self.metrics.add("poc_votes_sent_total", n as u64);
-                tracing::info!(votes = n, txhash = %r.result.txhash, "votes submitted");
+    /// Sends the pending votes when due (or all of them with `force`): one
+    /// `MsgSubmitPocValidationsV2` per stage, each in its own transaction, retried once
+    /// while the window is open. Votes whose window has closed are dropped and logged.
+    pub async fn flush_votes(&self, force: bool) {
+        let height = self.view().map_or(0, |v| v.height);
+        let bt = self.block_time();
+        let flush = {
+            let mut q = self.votes.lock().expect("votes lock");
+            if !force && !q.due(Instant::now(), height, bt) {
+                return;
             }
-            Ok(r) => tracing::error!(
+            q.take(height, &self.io.address)
+        };
+        for (stage, n) in flush.expired {
+            self.metrics.add("poc_votes_missed_window_total", n as u64);
+            tracing::error!(
+                stage,
                 votes = n,
-                "votes rejected ({} {}): {}",
-                r.result.codespace,
-                r.result.code,
-                r.result.raw_log
-            ),
-            Err(e) => tracing::error!(votes = n, "votes could not be sent: {e}"),
+                height,
+                "votes missed the validation window and were dropped: they will not count"
+            );
+        }
+        for (msg, window) in flush.send {
+            self.send_votes(msg, window).await;
+        }
+    }
+
+    async fn send_votes(&self, msg: Msg, window: Window) {
+        let (stage, n) = match &msg {
+            Msg::SubmitPocValidationsV2 {
+                poc_stage_start_block_height,
+                validations,
+                ..
+            } => (*poc_stage_start_block_height, validations.len()),
+            _ => (0, 0),
+        };
+        for attempt in 1..=2 {
+            let height = self.view().map_or(0, |v| v.height);
+            let deadline = Instant::now() + window.time_left(height, self.block_time());
+            let why = match self
+                .io
+                .send_exec_before(vec![msg.clone()], BroadcastMode::Sync, Some(deadline))
+                .await
+            {
+                Ok(r) if r.result.code == 0 => {
+                    self.metrics.add("poc_votes_sent_total", n as u64);
+                    tracing::info!(stage, votes = n, txhash = %r.result.txhash, "votes submitted");
+                    return;
+                }
+                Ok(r) if window_closed(&r) => {
+                    self.metrics.add("poc_votes_missed_window_total", n as u64);
+                    tracing::error!(
+                        stage,
+                        votes = n,
+                        window_end = window.end,
+                        "votes missed the validation window ({} {}): {}",
+                        r.result.codespace,
+                        r.result.code,
+                        r.result.raw_log
+                    );
+                    return;
+                }
+                Ok(r) => format!(
+                    "rejected ({} {}): {}",
+                    r.result.codespace, r.result.code, r.result.raw_log
+                ),
+                Err(e) => format!("not sent: {e}"),
+            };
+            let height = self.view().map_or(0, |v| v.height);
+            if attempt == 1 && window.open_at(height) {
+                tracing::warn!(stage, votes = n, "votes {why}; retrying once");
+                continue;
+            }
+            self.metrics.add("poc_votes_rejected_total", n as u64);
+            tracing::error!(stage, votes = n, "votes {why}; they will not count");
         }
     }
 
     async fn block_hash(&self, h: i64) -> Option<String> {
         let b = self.io.client.block(h).await.ok().flatten()?;
         b["block_id"]["hash"].as_str().map(str::to_owned)
+    }
+
+    /// Sets the generation the ML nodes should run and starts it where it is not running.
+    async fn start_generation(self: &Arc<Self>, spec: GenerationSpec, expires: i64) {
+        let stage = spec.block_height;
+        *self.generation.lock().expect("generation lock") = Some(GenerationPlan { spec, expires });
+        let n = self.keep_generating_now(self.keeping.lock().await).await;
+        tracing::info!(stage, nodes = n, "PoC generation started");
+    }
+
+    /// Forgets the generation plan (validation begins: the ML nodes are stopped).
+    pub(crate) fn end_generation(&self) {
+        *self.generation.lock().expect("generation lock") = None;
+    }
+
+    /// Makes every reachable ML node run the current generation plan, while its stage
+    /// still accepts artifacts: a node that restarted, or came back after a failure, or
+    /// was down when the stage began, is started again and resumes after the highest
+    /// nonce stored from it. Returns how many nodes generate.
+    pub async fn keep_generating(&self) -> usize {
+        match self.keeping.try_lock() {
+            Ok(one) => self.keep_generating_now(one).await,
+            // A pass is running already.
+            Err(_) => 0,
+        }
+    }
+
+    async fn keep_generating_now(&self, _one: tokio::sync::MutexGuard<'_, ()>) -> usize {
+        let Some(plan) = self.generation.lock().expect("generation lock").clone() else {
+            return 0;
+        };
+        let stage = plan.spec.block_height;
+        let Some(v) = self.view() else { return 0 };
+        if v.height > plan.expires {
+            self.end_generation();
+            return 0;
+        }
+        if !(v.accept_generated() && v.current_stage().height() == stage) {
+            return 0;
+        }
+        let starts = self.broker.nodes().iter().map(|n| {
+            let mut spec = plan.spec.clone();
+            spec.url = self.callback_url(
+                Grant::Generation {
+                    stage,
+                    node: n.number,
+                },
+                plan.expires,
+            );
+            let resume = self
+                .progress
+                .lock()
+                .expect("progress lock")
+                .get(&(stage, n.number))
+                .map(|m| i64::from(*m) + 1);
+            let was_usable = n.usable();
+            async move {
+                match self.broker.start_one(n, &spec, resume).await {
+                    Ok(started) => {
+                        if started {
+                            self.metrics.add("poc_generation_starts_total", 1);
+                            tracing::info!(node = %n.id, stage, resume_from = ?resume, "PoC generation started on the ML node");
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        if was_usable {
+                            tracing::warn!(node = %n.id, stage, "cannot start PoC generation: {e}");
+                        }
+                        false
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
     }
 
     /// Reacts to a new chain view: seeds, generation start, validation start, for regular
@@ -257,10 +466,11 @@ impl Shared {
                             public_key: self.io.account_hex.clone(),
                             model: pp.model_id.clone(),
                             seq_len: pp.seq_len,
-                            url: format!("{}/v2/poc-batches", self.cfg.callback_base()),
+                            url: String::new(),
                         };
-                        let n = self.broker.start_generation(&spec).await;
-                        tracing::info!(stage = s, nodes = n, "PoC generation started");
+                        // On a task: a slow ML node must not hold up the chain tracker.
+                        let (st, expires) = (Arc::clone(self), ctx.poc_exchange_deadline());
+                        tokio::spawn(async move { st.start_generation(spec, expires).await });
                     }
                     None => self.triggers.lock().expect("triggers").generation = None,
                 }
@@ -273,12 +483,13 @@ impl Shared {
                     self.block_hash(s).await,
                     self.block_hash(ctx.start_of_poc_validation()).await,
                 );
-                match (seed, sampling) {
-                    (Some(seed_hash), Some(sampling_hash)) => {
+                match (seed, sampling, v.vote_window(s)) {
+                    (Some(seed_hash), Some(sampling_hash), Some(window)) => {
                         let job = StageJob {
                             stage: s,
                             seed_hash,
                             sampling_hash,
+                            window,
                         };
                         tokio::spawn(validator::validate_stage(Arc::clone(self), job));
                     }
@@ -302,14 +513,10 @@ impl Shared {
                         public_key: self.io.account_hex.clone(),
                         model: pp.model_id.clone(),
                         seq_len: pp.seq_len,
-                        url: format!("{}/v2/poc-batches", self.cfg.callback_base()),
+                        url: String::new(),
                     };
-                    let n = self.broker.start_generation(&spec).await;
-                    tracing::info!(
-                        stage = t_h,
-                        nodes = n,
-                        "confirmation PoC generation started"
-                    );
+                    let (st, expires) = (Arc::clone(self), e.exchange_end(ep));
+                    tokio::spawn(async move { st.start_generation(spec, expires).await });
                 }
             }
             if e.phase == ConfirmationPhase::Validation {
@@ -318,16 +525,20 @@ impl Shared {
                     t_h,
                 );
                 if go {
-                    match self.block_hash(e.validation_start(ep)).await {
-                        Some(sampling_hash) => {
+                    match (
+                        self.block_hash(e.validation_start(ep)).await,
+                        v.vote_window(t_h),
+                    ) {
+                        (Some(sampling_hash), Some(window)) => {
                             let job = StageJob {
                                 stage: t_h,
                                 seed_hash: e.poc_seed_block_hash.clone(),
                                 sampling_hash,
+                                window,
                             };
                             tokio::spawn(validator::validate_stage(Arc::clone(self), job));
                         }
-                        None => self.triggers.lock().expect("triggers").conf_validation = None,
+                        _ => self.triggers.lock().expect("triggers").conf_validation = None,
                     }
                 }
             }
@@ -344,7 +555,10 @@ impl Shared {
             let go = first_time(&mut self.triggers.lock().expect("triggers").generation, s);
             if go {
                 match self.block_hash(s).await {
-                    Some(hash) => self.v1_start_generation(&hash, s).await,
+                    Some(hash) => {
+                        self.v1_start_generation(&hash, s, ctx.end_of_poc_validation())
+                            .await
+                    }
                     None => self.triggers.lock().expect("triggers").generation = None,
                 }
             }
@@ -360,7 +574,12 @@ impl Shared {
                     self.block_hash(ctx.start_of_poc_validation()).await,
                 ) {
                     (Some(seed), Some(sampling)) => {
-                        tokio::spawn(Arc::clone(self).v1_validate_stage(s, seed, sampling));
+                        tokio::spawn(Arc::clone(self).v1_validate_stage(
+                            s,
+                            seed,
+                            sampling,
+                            ctx.end_of_poc_validation(),
+                        ));
                     }
                     _ => self.triggers.lock().expect("triggers").validation = None,
                 }
@@ -375,7 +594,8 @@ impl Shared {
                     t_h,
                 );
                 if go {
-                    self.v1_start_generation(&e.poc_seed_block_hash, t_h).await;
+                    self.v1_start_generation(&e.poc_seed_block_hash, t_h, e.validation_end(ep))
+                        .await;
                 }
             }
             if e.phase == ConfirmationPhase::Validation {
@@ -390,6 +610,7 @@ impl Shared {
                                 t_h,
                                 e.poc_seed_block_hash.clone(),
                                 sampling,
+                                e.validation_end(ep),
                             ));
                         }
                         None => self.triggers.lock().expect("triggers").conf_validation = None,
@@ -399,18 +620,11 @@ impl Shared {
         }
     }
 
-    /// One commit-worker tick (§6.6): flush, commit the flushed `(count, root)` while the
-    /// chain accepts it and the count grew, then the weight distribution when due.
+    /// One commit-worker tick (§6.6): while the stage's commit window is open and new
+    /// artifacts were stored, flush and commit the flushed `(count, root)` when due
+    /// (timed from the chain, [`timing::commit_due`]); once the window has closed, report
+    /// artifacts that arrived too late; then the weight distribution when due.
     pub async fn commit_tick(self: &Arc<Self>) {
-        let st = Arc::clone(self);
-        let _ = tokio::task::spawn_blocking(move || {
-            for (h, r) in st.stores.flush_all() {
-                if let Err(e) = r {
-                    tracing::error!(stage = h, "flush failed: {e}");
-                }
-            }
-        })
-        .await;
         let Some(v) = self.view() else { return };
         if !v.should_use_v2() {
             return;
@@ -426,34 +640,62 @@ impl Shared {
         let Ok(store) = self.stores.get(stage as u64) else {
             return;
         };
-        if v.accept_store_commit(stage) {
-            let snap = store.flushed();
-            if let (Some(root), true) =
-                (snap.root, snap.count > 0 && snap.count != cs.last_committed)
-            {
-                let count = u32::try_from(snap.count).unwrap_or(u32::MAX);
-                let msg = Msg::PocV2StoreCommit {
-                    creator: self.io.address.clone(),
-                    poc_stage_start_block_height: stage,
-                    count,
-                    root_hash: root.to_vec(),
-                };
-                match self.io.send_exec(vec![msg], BroadcastMode::Sync).await {
-                    Ok(r) if r.result.code == 0 => {
-                        cs.last_committed = snap.count;
-                        self.metrics.add("poc_commits_sent_total", 1);
-                        tracing::info!(stage, count, "store commit sent");
+        let window = v.commit_window(stage);
+        if let Some(w) = window
+            && v.accept_store_commit(stage)
+        {
+            let now = Instant::now();
+            let grown = store.count() > cs.last_committed;
+            let interval = secs(self.cfg.commit_interval_s);
+            if commit_due(
+                grown,
+                cs.last_attempt,
+                now,
+                v.height,
+                w,
+                interval,
+                self.block_time(),
+            ) {
+                let s2 = Arc::clone(&store);
+                let snap = match tokio::task::spawn_blocking(move || s2.flush()).await {
+                    Ok(Ok(snap)) => snap,
+                    Ok(Err(e)) => {
+                        tracing::error!(stage, "flush failed: {e}");
+                        return;
                     }
-                    Ok(r) => tracing::warn!(
-                        stage,
-                        count,
-                        "store commit rejected ({} {}): {}",
-                        r.result.codespace,
-                        r.result.code,
-                        r.result.raw_log
-                    ),
-                    Err(e) => tracing::warn!(stage, count, "store commit not sent: {e}"),
+                    Err(e) => {
+                        tracing::error!(stage, "flush task failed: {e}");
+                        return;
+                    }
+                };
+                if let (Some(root), true) = (snap.root, snap.count > cs.last_committed) {
+                    cs.last_attempt = Some(Attempt {
+                        at: now,
+                        height: v.height,
+                    });
+                    let deadline = now + w.time_left(v.height, self.block_time());
+                    self.send_commit(&mut cs, stage, snap.count, root, w, deadline)
+                        .await;
                 }
+            }
+        } else if window.is_some_and(|w| !w.open_at(v.height)) && !cs.window_closed {
+            cs.window_closed = true;
+            let late = store.count().saturating_sub(cs.last_committed);
+            if late > 0 && cs.last_committed > 0 {
+                self.metrics.add("poc_artifacts_uncommitted_total", late);
+                tracing::error!(
+                    stage,
+                    committed = cs.last_committed,
+                    late,
+                    "artifacts arrived after the last store commit of the stage: they will not count"
+                );
+            } else if late > 0 {
+                self.metrics.add("poc_artifacts_uncommitted_total", late);
+                tracing::error!(
+                    stage,
+                    stored = late,
+                    "the stage's commit window closed with no store commit: its artifacts will not count"
+                );
             }
         }
         if v.should_distribute()
@@ -468,6 +710,61 @@ impl Shared {
             } else {
                 cs.distributed = true;
             }
+        }
+    }
+
+    /// Sends one store commit and waits for its block (the chain takes one commit per
+    /// participant per block, and only an included commit counts).
+    async fn send_commit(
+        &self,
+        cs: &mut CommitState,
+        stage: i64,
+        count: u64,
+        root: poc_mmr::Hash,
+        window: Window,
+        deadline: Instant,
+    ) {
+        let count32 = u32::try_from(count).unwrap_or(u32::MAX);
+        let msg = Msg::PocV2StoreCommit {
+            creator: self.io.address.clone(),
+            poc_stage_start_block_height: stage,
+            count: count32,
+            root_hash: root.to_vec(),
+        };
+        match self
+            .io
+            .send_exec_before(vec![msg], BroadcastMode::Block, Some(deadline))
+            .await
+        {
+            Ok(r) if r.result.code == 0 => {
+                cs.last_committed = count;
+                self.metrics.add("poc_commits_sent_total", 1);
+                tracing::info!(stage, count, height = r.height, "store commit included");
+            }
+            Ok(r) if window_closed(&r) => {
+                self.metrics.add("poc_commits_missed_window_total", 1);
+                tracing::error!(
+                    stage,
+                    count,
+                    window_end = window.end,
+                    "store commit missed the exchange window ({} {}): {}",
+                    r.result.codespace,
+                    r.result.code,
+                    r.result.raw_log
+                );
+            }
+            Ok(r) => {
+                self.metrics.add("poc_commits_rejected_total", 1);
+                tracing::warn!(
+                    stage,
+                    count,
+                    "store commit rejected ({} {}): {}",
+                    r.result.codespace,
+                    r.result.code,
+                    r.result.raw_log
+                )
+            }
+            Err(e) => tracing::warn!(stage, count, "store commit not sent: {e}"),
         }
     }
 
@@ -546,7 +843,8 @@ impl RunningApi {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.shared.flush_votes().await;
+        self.shared.flush_votes(true).await;
+        self.shared.end_generation();
         self.shared.broker.stop_all().await;
         let st = Arc::clone(&self.shared);
         let _ = tokio::task::spawn_blocking(move || st.stores.flush_all()).await;
@@ -562,6 +860,27 @@ fn load_key(path: &std::path::Path, what: &str) -> Result<PrivateKey, ApiError> 
     })?;
     PrivateKey::from_hex(&text)
         .map_err(|e| ApiError::Config(format!("{what} key {}: {e}", path.display())))
+}
+
+/// The default callback allow-list: loopback and the addresses the ML nodes' hosts
+/// resolve to now.
+async fn default_allow_list(cfg: &ApiConfig) -> AllowList {
+    let mut addrs = Vec::new();
+    for n in &cfg.ml_nodes {
+        let Ok(url) = reqwest::Url::parse(&n.url) else {
+            continue;
+        };
+        let Some(host) = url.host_str() else { continue };
+        let host = host.trim_matches(|c| c == '[' || c == ']');
+        match tokio::net::lookup_host((host, url.port_or_known_default().unwrap_or(80))).await {
+            Ok(found) => addrs.extend(found.map(|a| a.ip())),
+            Err(e) => tracing::warn!(
+                node = %n.id,
+                "cannot resolve {host} ({e}): its callbacks will be refused unless callback_allow lists it"
+            ),
+        }
+    }
+    AllowList::loopback_and(addrs)
 }
 
 /// Starts the node.
@@ -603,70 +922,106 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
     if cfg.callback_url.is_none() {
         cfg.callback_url = Some(format!("http://{ml_addr}"));
     }
+    let callback_allow = if cfg.callback_allow.is_empty() {
+        default_allow_list(&cfg).await
+    } else {
+        AllowList::parse(&cfg.callback_allow).map_err(ApiError::Config)?
+    };
+    let tokens = CallbackTokens::open(&cfg.data_dir).map_err(ApiError::Config)?;
     let client = ChainClient::new(&cfg.chain_url);
     let shared = Arc::new(Shared {
         io: ChainIo::new(client, account, operational.clone()),
         operational_key: operational,
         stores,
         broker: Broker::new(&cfg.ml_nodes),
-        votes: VoteBatcher::new(
+        votes: Mutex::new(VoteQueue::new(
             cfg.validation.flush_size,
             secs(cfg.validation.flush_timeout_s),
-        ),
+        )),
         metrics: Metrics::default(),
+        tokens,
+        callback_allow: Arc::new(RwLock::new(callback_allow)),
+        public_stats: Arc::default(),
+        callback_stats: Arc::default(),
         view: RwLock::new(None),
+        clock: Mutex::new(BlockClock::default()),
         authz: Mutex::new(HashMap::new()),
         limiter: Mutex::new(HashMap::new()),
         proof_http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(secs(cfg.validation.request_timeout_s))
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("HTTP client builds"),
         commit: tokio::sync::Mutex::new(CommitState::default()),
         triggers: Mutex::new(Triggers::default()),
+        generation: Mutex::new(None),
+        keeping: tokio::sync::Mutex::new(()),
+        progress: Mutex::new(HashMap::new()),
         cfg,
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let serve =
-        |listener: tokio::net::TcpListener, app: axum::Router, mut rx: watch::Receiver<bool>| {
-            tokio::spawn(async move {
-                let _ = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await;
-            })
-        };
-    tasks.push(serve(
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    tasks.push(poc_http::spawn(
         public,
         server::public_router(Arc::clone(&shared)),
-        stop_rx.clone(),
+        shared.cfg.http,
+        Arc::clone(&shared.public_stats),
+        None,
+        stopped(stop_rx.clone()),
     ));
-    tasks.push(serve(
+    // Connections to the callback server from addresses outside the allow-list are
+    // closed before anything is read.
+    let allowed: poc_http::AcceptFilter = {
+        let st = Arc::clone(&shared);
+        Arc::new(move |ip| {
+            let ok = st.callback_allow.read().expect("allow lock").allows(ip);
+            if !ok {
+                st.metrics.add("poc_callbacks_refused_total", 1);
+            }
+            ok
+        })
+    };
+    tasks.push(poc_http::spawn(
         ml,
         server::callback_router(Arc::clone(&shared)),
-        stop_rx.clone(),
+        shared.cfg.http,
+        Arc::clone(&shared.callback_stats),
+        Some(allowed),
+        stopped(stop_rx.clone()),
     ));
     tasks.push(tokio::spawn(tracker(Arc::clone(&shared), stop_rx.clone())));
+    // Commits and votes are checked often; whether to send is decided from the chain's
+    // timing (`timing`).
     tasks.push(tokio::spawn(periodic(
         Arc::clone(&shared),
         stop_rx.clone(),
-        secs(shared.cfg.commit_interval_s),
-        |st| Box::pin(async move { st.commit_tick().await }),
+        Duration::from_millis(200),
+        |st| {
+            Box::pin(async move {
+                st.commit_tick().await;
+                st.flush_votes(false).await;
+            })
+        },
     )));
     tasks.push(tokio::spawn(periodic(
         Arc::clone(&shared),
         stop_rx.clone(),
-        Duration::from_millis(500),
+        secs(shared.cfg.commit_interval_s),
         |st| {
             Box::pin(async move {
-                if st.votes.due().await {
-                    st.flush_votes().await;
-                }
+                let s = Arc::clone(&st);
+                let _ = tokio::task::spawn_blocking(move || {
+                    for (h, r) in s.stores.flush_all() {
+                        if let Err(e) = r {
+                            tracing::error!(stage = h, "flush failed: {e}");
+                        }
+                    }
+                })
+                .await;
             })
         },
     )));
@@ -674,7 +1029,26 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
         Arc::clone(&shared),
         stop_rx.clone(),
         secs(shared.cfg.health_interval_s),
-        |st| Box::pin(async move { st.broker.check_health().await }),
+        |st| {
+            Box::pin(async move {
+                st.broker.check_health().await;
+                if st.cfg.callback_allow.is_empty() {
+                    let fresh = default_allow_list(&st.cfg).await;
+                    *st.callback_allow.write().expect("allow lock") = fresh;
+                }
+            })
+        },
+    )));
+    // While a stage accepts artifacts, every ML node is kept generating.
+    tasks.push(tokio::spawn(periodic(
+        Arc::clone(&shared),
+        stop_rx.clone(),
+        secs(shared.cfg.health_interval_s.min(1.0)),
+        |st| {
+            Box::pin(async move {
+                st.keep_generating().await;
+            })
+        },
     )));
     tasks.push(tokio::spawn(periodic(
         Arc::clone(&shared),
@@ -733,12 +1107,17 @@ async fn tracker(st: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             && let Ok(info) = st.io.client.epoch_info().await
         {
             last = s.height;
+            st.clock
+                .lock()
+                .expect("clock lock")
+                .observe(info.block_height, Instant::now());
             let v = ChainView {
                 height: info.block_height,
                 hash: s.hash,
                 info,
             };
             *st.view.write().expect("view lock") = Some(v.clone());
+            st.tokens.prune(v.height);
             st.on_view(&v).await;
         }
         tokio::select! {

@@ -10,6 +10,12 @@ use serde_json::{Value, json};
 
 use crate::config::MlNodeEntry;
 
+/// How long a status or health request may take (a hung node must not hold up the
+/// others or the stage).
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command (`init/generate`, `stop`, a validation request) may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the broker knows about a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum NodeHealth {
@@ -62,7 +68,7 @@ pub struct GenerationSpec {
     pub model: String,
     /// `poc_params.seq_len`.
     pub seq_len: i64,
-    /// Callback base (`…/v2/poc-batches`).
+    /// Callback base (`…/cb/{token}/v2/poc-batches`), one per node.
     pub url: String,
 }
 
@@ -110,6 +116,9 @@ impl Broker {
                 .collect(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // Below the servers' idle timeout, so a pooled connection is never
+                // reused just as the server closes it.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("HTTP client builds"),
         }
@@ -137,8 +146,13 @@ impl Broker {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, String> {
+        let timeout = if method == reqwest::Method::GET {
+            STATUS_TIMEOUT
+        } else {
+            COMMAND_TIMEOUT
+        };
         let url = format!("{}{path}", node.url);
-        let mut req = self.http.request(method, &url);
+        let mut req = self.http.request(method, &url).timeout(timeout);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -194,26 +208,17 @@ impl Broker {
         }
     }
 
-    /// Starts generation on every usable node (idempotent: a node already generating is
-    /// left alone). Returns how many nodes generate.
-    pub async fn start_generation(&self, spec: &GenerationSpec) -> usize {
-        let mut ok = 0;
-        for n in self.nodes.iter().filter(|n| n.usable()) {
-            match self.start_one(n, spec).await {
-                Ok(()) => {
-                    ok += 1;
-                    n.set(NodeHealth::Healthy);
-                }
-                Err(e) => {
-                    tracing::warn!(node = %n.id, stage = spec.block_height, "cannot start PoC generation: {e}");
-                    n.set(NodeHealth::Failed(e));
-                }
-            }
-        }
-        ok
-    }
-
-    async fn start_one(&self, n: &MlNode, spec: &GenerationSpec) -> Result<(), String> {
+    /// Starts generation of `spec` on one node unless it already generates that stage
+    /// (idempotent). `nonce_start` asks it to skip nonces below that value (a restarted
+    /// node continues where it left off; an ML node that does not know the field starts
+    /// from its first nonce and the store drops the duplicates). A node generating
+    /// another stage is stopped first. Returns whether a new generation was started.
+    pub async fn start_one(
+        &self,
+        n: &MlNode,
+        spec: &GenerationSpec,
+        nonce_start: Option<i64>,
+    ) -> Result<bool, String> {
         let status = self
             .call(
                 n,
@@ -221,11 +226,32 @@ impl Broker {
                 "/api/v1/inference/pow/status",
                 None,
             )
-            .await?;
+            .await;
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                n.set(NodeHealth::Failed(e.clone()));
+                return Err(e);
+            }
+        };
+        n.set(NodeHealth::Healthy);
         if status["status"] == "GENERATING" {
-            return Ok(());
+            let height = status["config"]["block_height"]
+                .as_i64()
+                .or_else(|| status["backends"][0]["config"]["block_height"].as_i64());
+            if height.is_none_or(|h| h == spec.block_height) {
+                return Ok(false);
+            }
+            tracing::info!(node = %n.id, from = ?height, to = spec.block_height, "ML node generates another stage; restarting it");
+            self.call(
+                n,
+                reqwest::Method::POST,
+                "/api/v1/inference/pow/stop",
+                Some(&json!({})),
+            )
+            .await?;
         }
-        let body = json!({
+        let mut body = json!({
             "block_hash": spec.block_hash,
             "block_height": spec.block_height,
             "public_key": spec.public_key,
@@ -234,14 +260,24 @@ impl Broker {
             "params": {"model": spec.model, "seq_len": spec.seq_len},
             "url": spec.url,
         });
-        self.call(
-            n,
-            reqwest::Method::POST,
-            "/api/v1/inference/pow/init/generate",
-            Some(&body),
-        )
-        .await
-        .map(|_| ())
+        if let Some(start) = nonce_start.filter(|s| *s > 0) {
+            body["nonce_start"] = json!(start);
+        }
+        let r = self
+            .call(
+                n,
+                reqwest::Method::POST,
+                "/api/v1/inference/pow/init/generate",
+                Some(&body),
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                n.set(NodeHealth::Failed(e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Stops generation on every node (errors logged).

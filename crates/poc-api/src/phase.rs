@@ -6,6 +6,8 @@ use poc_chain::api::EpochInfoResponse;
 use poc_chain::confirmation::{ConfirmationEvent, ConfirmationPhase};
 use poc_chain::epoch::{EpochContext, Phase};
 
+use crate::timing::Window;
+
 /// What the node knows about the chain at one height.
 #[derive(Debug, Clone)]
 pub struct ChainView {
@@ -134,6 +136,53 @@ impl ChainView {
         }
     }
 
+    /// The window in which the chain accepts store commits of `stage_height`: the
+    /// confirmation event's batch window, or the regular exchange window `[S + 1,
+    /// PoCExchangeDeadline]`; `None` for a stage that is neither.
+    pub fn commit_window(&self, stage_height: i64) -> Option<Window> {
+        let ep = &self.info.params.epoch_params;
+        if let Some(e) = self.event()
+            && e.trigger_height == stage_height
+        {
+            let end = e.exchange_end(ep);
+            return Some(Window {
+                end,
+                blocks: end - e.generation_start_height + 1,
+            });
+        }
+        let ctx = self.latest_ctx();
+        (stage_height == ctx.start_of_poc()).then(|| {
+            let w = ctx.poc_exchange_window();
+            Window {
+                end: w.end,
+                blocks: w.end - w.start + 1,
+            }
+        })
+    }
+
+    /// The window in which the chain accepts votes on `stage_height`: the confirmation
+    /// event's validation window, or `[StartOfPoCValidation, EndOfPoCValidation]`.
+    pub fn vote_window(&self, stage_height: i64) -> Option<Window> {
+        let ep = &self.info.params.epoch_params;
+        if let Some(e) = self.event()
+            && e.trigger_height == stage_height
+        {
+            let (start, end) = (e.validation_start(ep), e.validation_end(ep));
+            return Some(Window {
+                end,
+                blocks: end - start + 1,
+            });
+        }
+        let ctx = self.latest_ctx();
+        (stage_height == ctx.start_of_poc()).then(|| {
+            let end = ctx.end_of_poc_validation();
+            Window {
+                end,
+                blocks: end - ctx.start_of_poc_validation(),
+            }
+        })
+    }
+
     /// `ShouldAcceptValidatedArtifacts`.
     pub fn accept_validated(&self) -> bool {
         matches!(
@@ -250,6 +299,21 @@ mod tests {
             at(212).accept_validated() && at(221).accept_validated() && !at(222).accept_validated()
         );
         assert_eq!(at(205).current_stage(), Stage::Regular(200));
+        assert_eq!(
+            at(205).commit_window(200),
+            Some(Window {
+                end: 212,
+                blocks: 12
+            })
+        );
+        assert_eq!(
+            at(213).vote_window(200),
+            Some(Window {
+                end: 222,
+                blocks: 10
+            })
+        );
+        assert_eq!(at(205).commit_window(199), None);
         // After SetNewValidators the latest epoch is effective: no commits.
         assert!(!view(205, 200, 2, None, true, false).accept_store_commit(200));
     }
@@ -274,6 +338,21 @@ mod tests {
         );
         assert!(v.should_use_v2() && v.migration_mode() && v.v2_endpoints_enabled());
         assert!(v.accept_generated() && v.accept_store_commit(250) && !v.accept_store_commit(200));
+        // G = 251, generation ends 260, exchange 262, validation [264, 273].
+        assert_eq!(
+            v.commit_window(250),
+            Some(Window {
+                end: 262,
+                blocks: 12
+            })
+        );
+        assert_eq!(
+            v.vote_window(250),
+            Some(Window {
+                end: 273,
+                blocks: 10
+            })
+        );
         assert_eq!(v.current_stage().height(), 250);
         let v = view(
             252,

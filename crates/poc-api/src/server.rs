@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,10 +19,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Shared;
+use crate::callbacks::{CallbackRefusal, Grant};
 use crate::phase::ChainView;
 use crate::proofs::{
-    MAX_CLOCK_SKEW_NS, MAX_INDICES, ProofItem, ProofRequest, ProofResponse, response_digest,
-    sign_payload, verify_payload,
+    MAX_CLOCK_SKEW_NS, MAX_INDICES, ProofItem, ProofRequest, ProofResponse, VECTOR_BYTES,
+    check_vector, response_digest, sign_payload, verify_payload,
 };
 
 type S = State<Arc<Shared>>;
@@ -51,23 +52,32 @@ pub fn public_router(st: Arc<Shared>) -> Router {
         .with_state(st)
 }
 
-/// The ML callback router.
+/// The ML callback router: every route sits under `/cb/{token}/` (a token this node
+/// issued, `crate::callbacks`). Source addresses are checked when a connection is
+/// accepted (`start`).
 pub fn callback_router(st: Arc<Shared>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v2/poc-batches/generated", post(generated))
         .route("/v2/poc-batches/validated", post(validated))
         .route("/v1/poc-batches/generated", post(crate::v1flow::generated))
-        .route("/v1/poc-batches/validated", post(crate::v1flow::validated))
-        .route(
-            "/mlnode/v1/poc-batches/generated",
-            post(crate::v1flow::generated),
-        )
-        .route(
-            "/mlnode/v1/poc-batches/validated",
-            post(crate::v1flow::validated),
-        )
+        .route("/v1/poc-batches/validated", post(crate::v1flow::validated));
+    Router::new()
+        .nest("/cb/{token}", routes)
         .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
         .with_state(st)
+}
+
+/// The grant of a callback token, or the 403 to answer.
+#[allow(clippy::result_large_err)]
+pub(crate) fn grant_of(st: &Shared, token: &str) -> Result<Grant, Response> {
+    st.tokens.grant(token).map_err(|e| refused(st, e))
+}
+
+/// The answer to a refused callback.
+pub(crate) fn refused(st: &Shared, e: CallbackRefusal) -> Response {
+    st.metrics.add("poc_callbacks_refused_total", 1);
+    tracing::warn!("callback refused: {e}");
+    reply(StatusCode::FORBIDDEN, e.to_string())
 }
 
 fn now_ns() -> i64 {
@@ -124,6 +134,8 @@ struct GeneratedBody {
     node_id: u64,
     #[serde(default)]
     artifacts: Vec<ArtifactIn>,
+    #[serde(default)]
+    encoding: Option<EncodingIn>,
 }
 
 #[derive(Deserialize)]
@@ -132,7 +144,59 @@ struct ArtifactIn {
     vector_b64: String,
 }
 
-async fn generated(State(st): S, body: Bytes) -> Response {
+#[derive(Deserialize)]
+struct EncodingIn {
+    dtype: String,
+    k_dim: usize,
+    endian: String,
+}
+
+/// Checks a batch exactly as validators will check what it becomes (24-byte vectors of
+/// twelve finite FP16 values, nonces that fit the store's int32 and are not negative):
+/// every item decoded, or the first bad one named.
+fn check_batch(b: &GeneratedBody) -> Result<Vec<(i32, Vec<u8>)>, String> {
+    if let Some(e) = &b.encoding
+        && (e.dtype != "f16" || e.k_dim != VECTOR_BYTES / 2 || e.endian != "le")
+    {
+        return Err(format!(
+            "encoding {{dtype {:?}, k_dim {}, endian {:?}}} is not {{f16, {}, le}}",
+            e.dtype,
+            e.k_dim,
+            e.endian,
+            VECTOR_BYTES / 2
+        ));
+    }
+    let mut items = Vec::with_capacity(b.artifacts.len());
+    for (i, a) in b.artifacts.iter().enumerate() {
+        let nonce = i32::try_from(a.nonce)
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                format!(
+                    "artifacts[{i}]: nonce {} is outside 0..=2147483647",
+                    a.nonce
+                )
+            })?;
+        let v = STANDARD.decode(&a.vector_b64).map_err(|e| {
+            format!("artifacts[{i}] (nonce {nonce}): vector_b64 is not base64: {e}")
+        })?;
+        check_vector(&v).map_err(|why| format!("artifacts[{i}] (nonce {nonce}): vector {why}"))?;
+        items.push((nonce, v));
+    }
+    Ok(items)
+}
+
+/// `POST /cb/{token}/v2/poc-batches/generated`: validates the whole batch, stores it and
+/// answers 200 only once it is on stable storage (so an acknowledged artifact survives a
+/// crash; the ML node resends what was not acknowledged and the store drops duplicates).
+async fn generated(State(st): S, Path(token): Path<String>, body: Bytes) -> Response {
+    let (stage, node_number) = match grant_of(&st, &token) {
+        Ok(Grant::Generation { stage, node }) => (stage, node),
+        Ok(other) => {
+            return refused(&st, CallbackRefusal::WrongUse(format!("{other:?}")));
+        }
+        Err(r) => return r,
+    };
     let view = match v2_callback_view(&st, ChainView::accept_generated, "artifacts") {
         Ok(v) => v,
         Err(r) => return r,
@@ -146,13 +210,22 @@ async fn generated(State(st): S, body: Bytes) -> Response {
             );
         }
     };
-    let stage = view.current_stage().height();
-    if b.block_height != stage {
+    let current = view.current_stage().height();
+    if b.block_height != stage || stage != current {
         return reply(
             StatusCode::BAD_REQUEST,
             format!(
-                "block_height {} is not the current stage {stage}",
+                "block_height {} is not the stage this callback URL was issued for ({stage}) or not the current stage ({current})",
                 b.block_height
+            ),
+        );
+    }
+    if b.node_id != node_number {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "node_id {} is not the ML node this callback URL was issued to ({node_number})",
+                b.node_id
             ),
         );
     }
@@ -162,30 +235,24 @@ async fn generated(State(st): S, body: Bytes) -> Response {
             format!("unknown node_id {}", b.node_id),
         );
     };
-    let mut items: Vec<(i32, Vec<u8>)> = Vec::with_capacity(b.artifacts.len());
-    for a in &b.artifacts {
-        let Ok(nonce) = i32::try_from(a.nonce) else {
+    let items = match check_batch(&b) {
+        Ok(items) => items,
+        Err(e) => {
+            st.metrics.add("poc_artifact_batches_refused_total", 1);
+            tracing::warn!(stage, node = %node.id, "artifact batch refused: {e}");
             return reply(
                 StatusCode::BAD_REQUEST,
-                format!("nonce {} does not fit in int32", a.nonce),
+                format!("batch refused, nothing stored: {e}"),
             );
-        };
-        match STANDARD.decode(&a.vector_b64) {
-            Ok(v) if !v.is_empty() => items.push((nonce, v)),
-            Ok(_) => {
-                return reply(
-                    StatusCode::BAD_REQUEST,
-                    format!("empty vector for nonce {nonce}"),
-                );
-            }
-            Err(e) => {
-                return reply(
-                    StatusCode::BAD_REQUEST,
-                    format!("vector of nonce {nonce} is not base64: {e}"),
-                );
-            }
         }
-    }
+    };
+    // Where this node's stream got to (only nonces of its stream: node_id mod node_count).
+    let node_count = st.broker.node_count().max(1);
+    let max_nonce = items
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n as u64 % node_count == node_number)
+        .max();
     let st2 = Arc::clone(&st);
     let node_id = node.id.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<(u64, u64), String> {
@@ -195,21 +262,30 @@ async fn generated(State(st): S, body: Bytes) -> Response {
             .map_err(|e| e.to_string())?;
         let refs: Vec<(i32, &[u8])> = items.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let (mut added, mut dup) = (0, 0);
+        let mut failure = None;
         for r in store.append_batch(&refs, Some(&node_id)) {
             match r {
                 Ok(_) => added += 1,
                 Err(AppendError::DuplicateNonce { .. }) => dup += 1,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => failure = Some(e.to_string()),
             }
         }
-        Ok((added, dup))
+        // Make what was appended durable before answering, even when part failed.
+        store.sync().map_err(|e| e.to_string())?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((added, dup)),
+        }
     })
     .await
-    .expect("append does not panic");
+    .unwrap_or_else(|e| Err(format!("ingestion task failed: {e}")));
     match res {
         Ok((added, dup)) => {
             st.metrics.add("poc_artifacts_received_total", added);
             st.metrics.add("poc_artifacts_duplicate_total", dup);
+            if let Some(m) = max_nonce {
+                st.note_progress(stage, node_number, m);
+            }
             axum::Json(json!({})).into_response()
         }
         Err(e) => {
@@ -232,10 +308,16 @@ struct ValidatedBody {
     fraud_detected: bool,
 }
 
-async fn validated(State(st): S, body: Bytes) -> Response {
-    if let Err(r) = v2_callback_view(&st, ChainView::accept_validated, "verdicts") {
+/// `POST /cb/{token}/v2/poc-batches/validated`: the verdict of a validation this node
+/// requested (the token names the stage and participant) becomes a vote, once.
+async fn validated(State(st): S, Path(token): Path<String>, body: Bytes) -> Response {
+    if let Err(r) = grant_of(&st, &token) {
         return r;
     }
+    let view = match v2_callback_view(&st, ChainView::accept_validated, "verdicts") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let b: ValidatedBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("malformed verdict: {e}")),
@@ -246,13 +328,29 @@ async fn validated(State(st): S, body: Bytes) -> Response {
             "public_key must be a hex compressed secp256k1 key",
         );
     };
+    let Some(window) = view.vote_window(b.block_height) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            format!("stage {} takes no votes now", b.block_height),
+        );
+    };
+    match st
+        .tokens
+        .answer_validation(&token, b.block_height, &b.public_key)
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return axum::Json(json!({"duplicate": true})).into_response();
+        }
+        Err(e) => return refused(&st, e),
+    }
     let weight = if b.fraud_detected || b.n_total <= 0 {
         -1
     } else {
         b.n_total
     };
     tracing::info!(stage = b.block_height, %participant, weight, "verdict from the ML node");
-    st.vote(b.block_height, participant, weight).await;
+    st.vote(b.block_height, window, participant, weight);
     axum::Json(json!({})).into_response()
 }
 
@@ -509,6 +607,8 @@ async fn health(State(st): S) -> Response {
         "address": st.io.address,
         "height": v.as_ref().map(|v| v.height),
         "phase": v.as_ref().map(|v| v.phase().as_str()),
+        "block_time_ms": st.block_time().as_millis() as u64,
+        "pending_votes": st.pending_votes(),
         "ml_nodes": st.broker.nodes().iter().map(|n| json!({"id": n.id, "url": n.url, "health": n.health()})).collect::<Vec<_>>(),
     }))
     .into_response()
@@ -520,7 +620,24 @@ async fn metrics(State(st): S) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        st.metrics.render(),
+        {
+            let mut text = st.metrics.render();
+            for (name, value) in [
+                ("poc_votes_pending", st.pending_votes() as u64),
+                ("poc_block_time_ms", st.block_time().as_millis() as u64),
+                (
+                    "poc_http_public_connections",
+                    st.public_stats.open_connections() as u64,
+                ),
+                (
+                    "poc_http_callback_connections",
+                    st.callback_stats.open_connections() as u64,
+                ),
+            ] {
+                text.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
+            }
+            text
+        },
     )
         .into_response()
 }

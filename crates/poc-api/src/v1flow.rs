@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use poc_chain::api::BroadcastMode;
@@ -18,8 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::callbacks::{CallbackRefusal, Grant};
 use crate::sampling::sample_leaf_indices;
-use crate::server::{address_of_hex, reply};
+use crate::server::{address_of_hex, grant_of, refused, reply};
 
 /// Most nonces in one `MsgSubmitPocBatch` (the chain's limit).
 pub const MAX_BATCH_NONCES: usize = 10_000;
@@ -37,8 +38,18 @@ struct GeneratedV1 {
     node_id: i64,
 }
 
-/// `POST /v1/poc-batches/generated`: the ML node's passing nonces → `MsgSubmitPocBatch`.
-pub async fn generated(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+/// `POST /cb/{token}/v1/poc-batches/generated`: the ML node's passing nonces →
+/// `MsgSubmitPocBatch`.
+pub async fn generated(
+    State(st): State<Arc<Shared>>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (stage, node_number) = match grant_of(&st, &token) {
+        Ok(Grant::V1Generation { stage, node }) => (stage, node),
+        Ok(other) => return refused(&st, CallbackRefusal::WrongUse(format!("{other:?}"))),
+        Err(r) => return r,
+    };
     let Some(view) = st.view() else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -64,9 +75,18 @@ pub async fn generated(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
             "nonces and dist must have equal lengths, non-negative values",
         );
     }
-    let node_id = u64::try_from(b.node_id)
-        .ok()
-        .and_then(|n| st.broker.by_number(n))
+    if b.block_height != stage || u64::try_from(b.node_id).ok() != Some(node_number) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "block_height {} / node_id {} are not the stage {stage} and ML node {node_number} this callback URL was issued for",
+                b.block_height, b.node_id
+            ),
+        );
+    }
+    let node_id = st
+        .broker
+        .by_number(node_number)
         .map(|n| n.id.clone())
         .unwrap_or_default();
     if b.nonces.is_empty() {
@@ -119,9 +139,19 @@ struct ValidatedV1 {
     fraud_detected: bool,
 }
 
-/// `POST /v1/poc-batches/validated`: the verdict → `MsgSubmitPocValidation` (arrays
-/// emptied, as the reference does; only `fraud_detected` counts).
-pub async fn validated(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+/// `POST /cb/{token}/v1/poc-batches/validated`: the verdict on a participant this node
+/// asked about → `MsgSubmitPocValidation` (arrays emptied, as the reference does; only
+/// `fraud_detected` counts).
+pub async fn validated(
+    State(st): State<Arc<Shared>>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let stage = match grant_of(&st, &token) {
+        Ok(Grant::V1Validation { stage, .. }) => stage,
+        Ok(other) => return refused(&st, CallbackRefusal::WrongUse(format!("{other:?}"))),
+        Err(r) => return r,
+    };
     if st
         .view()
         .is_some_and(|v| v.info.params.poc_params.poc_v2_enabled)
@@ -146,6 +176,18 @@ pub async fn validated(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
             "public_key must be a hex compressed secp256k1 key",
         );
     };
+    if b.block_height != stage {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "block_height {} is not the stage {stage} this callback URL was issued for",
+                b.block_height
+            ),
+        );
+    }
+    if let Err(e) = st.tokens.answer_v1(stage, &b.public_key) {
+        return refused(&st, e);
+    }
     tracing::info!(stage = b.block_height, %participant, fraud = b.fraud_detected, "v1 verdict from the ML node");
     let msg = Msg::SubmitPocValidation {
         creator: st.io.address.clone(),
@@ -170,8 +212,14 @@ pub async fn validated(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 impl Shared {
-    /// The v1 `init` body for a stage.
-    pub(crate) fn v1_init(&self, block_hash: &str, stage: i64, node_number: u64) -> Value {
+    /// The v1 `init` body for a stage; callbacks go to `url`.
+    pub(crate) fn v1_init(
+        &self,
+        block_hash: &str,
+        stage: i64,
+        node_number: u64,
+        url: String,
+    ) -> Value {
         json!({
             "node_id": node_number,
             "node_count": self.broker.node_count(),
@@ -182,20 +230,28 @@ impl Shared {
             "r_target": self.cfg.v1.r_target,
             "fraud_threshold": self.cfg.v1.fraud_threshold,
             "params": self.cfg.v1.model_params(),
-            "url": format!("{}/v1/poc-batches", self.cfg.callback_base()),
+            "url": url,
         })
     }
 
-    /// Starts v1 generation on every usable node.
-    pub(crate) async fn v1_start_generation(&self, block_hash: &str, stage: i64) {
+    /// Starts v1 generation on every usable node (callback tokens valid through
+    /// `expires`).
+    pub(crate) async fn v1_start_generation(&self, block_hash: &str, stage: i64, expires: i64) {
         let mut ok = 0;
         for n in self.broker.nodes().iter().filter(|n| n.usable()) {
+            let url = self.callback_url(
+                Grant::V1Generation {
+                    stage,
+                    node: n.number,
+                },
+                expires,
+            );
             match self
                 .broker
                 .post_json(
                     n,
                     "/api/v1/pow/init/generate",
-                    &self.v1_init(block_hash, stage, n.number),
+                    &self.v1_init(block_hash, stage, n.number, url),
                 )
                 .await
             {
@@ -212,6 +268,7 @@ impl Shared {
         stage: i64,
         block_hash: String,
         sampling_hash: String,
+        expires: i64,
     ) {
         let Some(view) = self.view() else { return };
         let n = match view.info.params.poc_params.validation_sample_size {
@@ -232,12 +289,13 @@ impl Shared {
         // Switch the nodes to validation of this round.
         for num in &nodes {
             let node = self.broker.by_number(*num).expect("known");
+            let url = self.callback_url(Grant::V1Validation { stage, node: *num }, expires);
             if let Err(e) = self
                 .broker
                 .post_json(
                     node,
                     "/api/v1/pow/init/validate",
-                    &self.v1_init(&block_hash, stage, *num),
+                    &self.v1_init(&block_hash, stage, *num, url),
                 )
                 .await
             {
@@ -282,6 +340,7 @@ impl Shared {
                 "nonces": sample.iter().map(|x| x.0).collect::<Vec<_>>(), "dist": sample.iter().map(|x| x.1).collect::<Vec<_>>(),
                 "node_id": node.number,
             });
+            self.tokens.expect_v1(stage, &p.hex_pub_key, expires);
             match self
                 .broker
                 .post_json(node, "/api/v1/pow/validate", &body)
@@ -291,6 +350,8 @@ impl Shared {
                     tracing::info!(stage, participant = %p.participant, samples = sample.len(), "v1 batch sent for recomputation")
                 }
                 Err(e) => {
+                    // No verdict is coming: stop expecting one.
+                    let _ = self.tokens.answer_v1(stage, &p.hex_pub_key);
                     tracing::warn!(stage, participant = %p.participant, "v1 validation request failed: {e}")
                 }
             }

@@ -14,10 +14,12 @@ use poc_chain::slots;
 use tokio::sync::Semaphore;
 
 use crate::Shared;
+use crate::callbacks::Grant;
 use crate::config::secs;
 use crate::mlnodes::StatTest;
 use crate::proofs::{ProofRequest, ProofResponse, VerifiedSample, verify_response};
 use crate::sampling::sample_leaf_indices;
+use crate::timing::Window;
 
 /// One stage to validate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub struct StageJob {
     pub seed_hash: String,
     /// Hash of the block at which validation started (auditable sampling).
     pub sampling_hash: String,
+    /// The window in which the chain accepts the votes.
+    pub window: Window,
 }
 
 /// One participant to validate.
@@ -279,7 +283,12 @@ pub async fn validate_stage(st: Arc<Shared>, job: StageJob) {
         );
         return;
     }
-    st.broker.stop_all().await;
+    {
+        // After any keep-generating pass in progress, so that none starts a node again.
+        let _no_pass = st.keeping.lock().await;
+        st.end_generation();
+        st.broker.stop_all().await;
+    }
     let commits = match st.io.client.all_commits(stage).await {
         Ok(c) => c.commits,
         Err(e) => {
@@ -390,14 +399,26 @@ async fn validate_one(
         sample_size,
     );
     let vc = &st.cfg.validation;
-    let callback = format!("{}/v2/poc-batches", st.cfg.callback_base());
     let fetcher = st.fetcher();
+    let window = job.window;
+    let open = || st.view().is_some_and(|v| window.open_at(v.height));
     for attempt in 1..=vc.max_retries.max(1) {
+        if !open() {
+            break;
+        }
         let signers = st.signer_set(&item.address).await.unwrap_or_default();
         let err = match fetcher.fetch(item, stage, &indices, &signers).await {
             Ok(sample) => {
                 let n = nodes[counter.fetch_add(1, Ordering::SeqCst) % nodes.len()];
                 let node = st.broker.by_number(n).expect("known node");
+                // The verdict comes back on a URL only this request knows.
+                let callback = st.callback_url(
+                    Grant::Validation {
+                        stage,
+                        participant: item.hex_pub_key.clone(),
+                    },
+                    window.end,
+                );
                 match st
                     .broker
                     .validate(
@@ -424,7 +445,7 @@ async fn validate_one(
             Err(FetchError::Permanent(e)) => {
                 tracing::warn!(stage, participant = %item.address, "invalid proofs, voting invalid: {e}");
                 st.metrics.add("poc_proof_failures_permanent_total", 1);
-                st.vote(stage, item.address.clone(), -1).await;
+                st.vote(stage, window, item.address.clone(), -1);
                 return;
             }
             Err(FetchError::Transient(e)) => e,
@@ -434,7 +455,11 @@ async fn validate_one(
             tokio::time::sleep(secs(vc.retry_backoff_s)).await;
         }
     }
-    tracing::warn!(stage, participant = %item.address, "no answer after {} attempts; abstaining", vc.max_retries);
+    if open() {
+        tracing::warn!(stage, participant = %item.address, "no answer after {} attempts; abstaining", vc.max_retries);
+    } else {
+        tracing::warn!(stage, participant = %item.address, "the validation window closed before an answer; abstaining");
+    }
     st.metrics.add("poc_validations_abstained_total", 1);
 }
 

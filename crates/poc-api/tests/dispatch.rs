@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use poc_api::callbacks::Grant;
 use poc_api::config::{ApiConfig, ValidationConfig};
 use poc_chain::api::BroadcastMode;
 use poc_chain::msgs::Msg;
@@ -46,6 +47,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
         block_time: Duration::from_millis(100),
         rest: "127.0.0.1:0".parse().unwrap(),
         snapshot_interval: 0,
+        http: Default::default(),
     })
     .await
     .unwrap();
@@ -69,6 +71,8 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
         keep_stages: 10,
         proof_rate_per_sec: 5.0,
         proof_rate_burst: 30.0,
+        callback_allow: vec![],
+        http: Default::default(),
         v1: Default::default(),
         validation: ValidationConfig::default(),
     })
@@ -77,6 +81,20 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
     let http = reqwest::Client::new();
     let public = format!("http://{}", api.public_addr);
     let ml = format!("http://{}", api.ml_addr);
+    // Callback URLs as the node hands them to its ML nodes (with a token each).
+    let v2_gen = api
+        .shared
+        .callback_url(Grant::Generation { stage: 40, node: 0 }, 1000);
+    let v2_val = api.shared.callback_url(
+        Grant::Validation {
+            stage: 40,
+            participant: account.public_key_hex(),
+        },
+        1000,
+    );
+    let v1_gen = api
+        .shared
+        .callback_url(Grant::V1Generation { stage: 40, node: 0 }, 1000);
     let t = Instant::now();
     while api.shared.view().is_none() {
         assert!(t.elapsed() < Duration::from_secs(10), "never synced");
@@ -104,7 +122,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
     );
     assert_eq!(
         status(
-            http.post(format!("{ml}/v2/poc-batches/generated"))
+            http.post(format!("{v2_gen}/generated"))
                 .body("{}")
                 .send()
                 .await
@@ -114,7 +132,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
     );
     assert_eq!(
         status(
-            http.post(format!("{ml}/v2/poc-batches/validated"))
+            http.post(format!("{v2_val}/validated"))
                 .body("{}")
                 .send()
                 .await
@@ -122,10 +140,40 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
         ),
         503
     );
+    // Without a token the callbacks do not exist; with a token this node never issued
+    // they are refused.
+    for path in [
+        "/v2/poc-batches/generated",
+        "/v2/poc-batches/validated",
+        "/v1/poc-batches/generated",
+    ] {
+        assert_eq!(
+            status(
+                http.post(format!("{ml}{path}"))
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap()
+            ),
+            404,
+            "{path}"
+        );
+        assert_eq!(
+            status(
+                http.post(format!("{ml}/cb/0123456789abcdef0123456789abcdef{path}"))
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap()
+            ),
+            403,
+            "{path}"
+        );
+    }
     // The v1 callbacks are live in v1 mode (an empty body is malformed).
     assert_eq!(
         status(
-            http.post(format!("{ml}/v1/poc-batches/generated"))
+            http.post(format!("{v1_gen}/generated"))
                 .body("{}")
                 .send()
                 .await
@@ -175,7 +223,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
     );
     assert_eq!(
         status(
-            http.post(format!("{ml}/v1/poc-batches/generated"))
+            http.post(format!("{v1_gen}/generated"))
                 .body("{}")
                 .send()
                 .await

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use candle_core::DType;
@@ -14,21 +16,17 @@ use poc_api::proofs::{
 };
 use poc_api::{RunningApi, start};
 use poc_chain::decimal::Decimal;
-use poc_chain::state::{Genesis, GenesisParticipant};
 use poc_chain::tx::PrivateKey;
 use poc_chain_client::ChainClient;
-use poc_chain_node::{NodeConfig, RunningChain, home};
+use poc_chain_node::{RunningChain, home};
 use poc_mlnode::settings::PocSettings;
 use poc_mlnode::{MlNodeConfig, RunningNode};
 use poc_model::presets::{Preset, write_preset};
-use sha2::{Digest, Sha256};
 
 const N: usize = 4;
 const CHEATER: usize = 3;
 
-fn key(name: &str) -> PrivateKey {
-    PrivateKey::from_bytes(&Sha256::digest(name.as_bytes())).unwrap()
-}
+use common::key;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -77,34 +75,14 @@ async fn setup() -> Env {
     params
         .confirmation_poc_params
         .expected_confirmations_per_epoch = 0;
-    let genesis = Genesis {
-        chain_id: "poc-api-test".into(),
-        genesis_time: 0,
-        authority: key("authority").address(),
+    let chain = common::chain(
+        dir.path(),
+        "poc-api-test",
         params,
-        consensus_validators: Vec::new(),
-        participants: accounts
-            .iter()
-            .enumerate()
-            .map(|(i, k)| GenesisParticipant {
-                address: k.address(),
-                hex_pub_key: k.public_key_hex(),
-                inference_url: String::new(),
-                validator_key: format!("vk{i}"),
-                weight: 10,
-            })
-            .collect(),
-    };
-    let chain_home = dir.path().join("chain");
-    home::init(&chain_home, Some(genesis), "", 0).unwrap();
-    let chain = poc_chain_node::start(NodeConfig {
-        home: chain_home,
-        block_time: Duration::from_millis(250),
-        rest: "127.0.0.1:0".parse().unwrap(),
-        snapshot_interval: 0,
-    })
-    .await
-    .unwrap();
+        &accounts,
+        Duration::from_millis(250),
+    )
+    .await;
     let chain_url = format!("http://{}", chain.addr);
     let mut ml = Vec::new();
     for i in 0..N {
@@ -123,6 +101,7 @@ async fn setup() -> Env {
             dtype: Some(DType::F32),
             settings,
             body_limit: 16 << 20,
+            http: Default::default(),
         })
         .await
         .unwrap();
@@ -158,6 +137,8 @@ async fn setup() -> Env {
             keep_stages: 10,
             proof_rate_per_sec: 5.0,
             proof_rate_burst: 30.0,
+            callback_allow: vec![],
+            http: Default::default(),
             v1: Default::default(),
             validation: ValidationConfig {
                 request_timeout_s: 5.0,

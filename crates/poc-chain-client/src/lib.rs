@@ -75,6 +75,8 @@ impl ChainClient {
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(35))
+            // Below the servers' idle timeout (docs/http.md).
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("the HTTP client builds");
         Self {

@@ -79,6 +79,8 @@ pub struct NodeConfig {
     pub rest: SocketAddr,
     /// Blocks between state snapshots.
     pub snapshot_interval: i64,
+    /// Header/idle and body timeouts and the connection cap of the REST server.
+    pub http: poc_http::HttpLimits,
 }
 
 /// The committed chain head.
@@ -369,13 +371,16 @@ pub async fn start_with(config: NodeConfig, producer: Producer) -> Result<Runnin
     });
     let (server_stop, mut rx) = watch::channel(false);
     let app = rest::router(Arc::clone(&shared));
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-            .await;
-    });
+    let server = poc_http::spawn(
+        listener,
+        app,
+        config.http,
+        Arc::default(),
+        None,
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        },
+    );
     tracing::info!(%addr, height, replayed, "chain node started");
     Ok(RunningChain {
         addr,

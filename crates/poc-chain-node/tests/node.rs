@@ -51,6 +51,7 @@ async fn start(dir: &std::path::Path, snapshot_interval: i64) -> (RunningChain, 
         block_time: Duration::from_millis(60),
         rest: "127.0.0.1:0".parse().unwrap(),
         snapshot_interval,
+        http: Default::default(),
     })
     .await
     .unwrap();

@@ -68,6 +68,7 @@ impl Cluster {
                         block_time: Duration::ZERO,
                         rest: "127.0.0.1:0".parse().unwrap(),
                         snapshot_interval: 1000,
+                        http: Default::default(),
                     },
                     signer: k,
                     p2p: p2p[i],

@@ -94,6 +94,22 @@ impl NonceIterator {
         Self::new(node_id, node_count, 0, 1)
     }
 
+    /// The same stream from its first value `>= min` on (a restarted node resuming where
+    /// it left off); values below are skipped, the stream's members stay the same.
+    pub fn starting_at(mut self, min: i64) -> Self {
+        if let Some(start) = self.next
+            && min > start
+        {
+            // The smallest x with start + x * stride >= min.
+            let gap = min - start; // > 0, and fits: start >= 0
+            let x = gap / self.stride + i64::from(gap % self.stride != 0);
+            self.next = x
+                .checked_mul(self.stride)
+                .and_then(|d| start.checked_add(d));
+        }
+        self
+    }
+
     /// The next `n` values as one batch (fewer only at the end of the i64 range).
     pub fn take_batch(&mut self, n: usize) -> Vec<i64> {
         self.by_ref().take(n).collect()
@@ -133,6 +149,24 @@ mod tests {
             }
         }
         assert_eq!(all, (0..60).collect());
+    }
+
+    #[test]
+    fn a_resumed_stream_skips_only_what_was_done() {
+        let it = || NonceIterator::new(1, 2, 1, 2).unwrap(); // 3, 7, 11, 15, ...
+        let v = |i: NonceIterator| i.take(3).collect::<Vec<_>>();
+        assert_eq!(v(it().starting_at(0)), vec![3, 7, 11]);
+        assert_eq!(v(it().starting_at(7)), vec![7, 11, 15]);
+        assert_eq!(v(it().starting_at(8)), vec![11, 15, 19]);
+        assert_eq!(v(it().starting_at(-5)), vec![3, 7, 11]);
+        let even = NonceIterator::for_node(0, 2).unwrap();
+        assert_eq!(
+            even.starting_at(i64::MAX).next(),
+            None,
+            "past the i64 range"
+        );
+        let last = NonceIterator::for_node(0, 1).unwrap().starting_at(i64::MAX);
+        assert_eq!(last.collect::<Vec<_>>(), vec![i64::MAX]);
     }
 
     #[test]

@@ -131,14 +131,6 @@ async fn relay(
     }
 }
 
-async fn generated(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    relay(&p, "/v2/poc-batches/generated", &body, |v| rewrite(&p, v)).await
-}
-
-async fn validated(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    relay(&p, "/v2/poc-batches/validated", &body, |v| v).await
-}
-
 /// PoC v1: every kind of cheater claims fabricated nonces with the distances of real
 /// ones (an inflated count without compute); most fail `r_target` when recomputed.
 fn rewrite_v1(mut body: Value) -> Value {
@@ -161,12 +153,17 @@ fn rewrite_v1(mut body: Value) -> Value {
     body
 }
 
-async fn generated_v1(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    relay(&p, "/v1/poc-batches/generated", &body, rewrite_v1).await
-}
-
-async fn validated_v1(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
-    relay(&p, "/v1/poc-batches/validated", &body, |v| v).await
+/// Forwards every callback to the same path on the API node (the path carries the API
+/// node's callback token), rewriting the artifact batches on the way.
+async fn forward(State(p): State<Arc<Proxy>>, uri: axum::http::Uri, body: Bytes) -> Response {
+    let path = uri.path().to_owned();
+    if path.ends_with("/v2/poc-batches/generated") {
+        relay(&p, &path, &body, |v| rewrite(&p, v)).await
+    } else if path.ends_with("/v1/poc-batches/generated") {
+        relay(&p, &path, &body, rewrite_v1).await
+    } else {
+        relay(&p, &path, &body, |v| v).await
+    }
 }
 
 /// A listening proxy whose target is set once the API node runs.
@@ -196,12 +193,7 @@ impl ProxySlot {
             http: reqwest::Client::new(),
             counter: AtomicU64::new(0),
         });
-        let app = Router::new()
-            .route("/v2/poc-batches/generated", post(generated))
-            .route("/v2/poc-batches/validated", post(validated))
-            .route("/v1/poc-batches/generated", post(generated_v1))
-            .route("/v1/poc-batches/validated", post(validated_v1))
-            .with_state(p);
+        let app = Router::new().route("/{*path}", post(forward)).with_state(p);
         tokio::spawn(async move {
             let _ = axum::serve(self.listener, app).await;
         })

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::DType;
 use poc_api::RunningApi;
-use poc_api::config::{ApiConfig, MlNodeEntry, ValidationConfig};
+use poc_api::config::{ApiConfig, MlNodeEntry};
 use poc_chain::api::EpochInfoResponse;
 use poc_chain::decimal::Decimal;
 use poc_chain::epoch::{EpochContext, Phase};
@@ -389,6 +389,7 @@ async fn start_validators(
                 block_time,
                 rest: "127.0.0.1:0".parse().expect("addr"),
                 snapshot_interval: 50,
+                http: Default::default(),
             },
             signer: k,
             p2p: p2p[i],
@@ -479,6 +480,7 @@ impl Devnet {
                     block_time: o.block_time,
                     rest: "127.0.0.1:0".parse().expect("addr"),
                     snapshot_interval: 50,
+                    http: Default::default(),
                 })
                 .await
                 .map_err(|e| comp("chain node")(e.to_string()))?,
@@ -507,6 +509,7 @@ impl Devnet {
                     ..PocSettings::default()
                 },
                 body_limit: 64 << 20,
+                http: Default::default(),
             })
             .await
             .map_err(|e| comp("ML node")(e.to_string()))?;
@@ -519,24 +522,17 @@ impl Devnet {
                 _ => None,
             };
             let public = free_addr();
+            // The API node's own defaults for every timing: commits and votes are timed
+            // from the chain (`poc_api::timing`). Only what a loopback network needs
+            // differs: private targets allowed, a proof rate limit for many validators
+            // sharing one address, the tiny PoC v1 model.
             let cfg = ApiConfig {
-                chain_url: chain_urls[i % chain_urls.len()].clone(),
-                account_key: run_dir.join("keys").join(format!("p{i}-account.key")),
-                operational_key: run_dir.join("keys").join(format!("p{i}-operational.key")),
-                public_url: format!("http://{public}"),
-                public_listen: public,
-                ml_listen: "127.0.0.1:0".parse().expect("addr"),
                 callback_url: slot.as_ref().map(|s| format!("http://{}", s.addr)),
-                data_dir: run_dir.join(format!("api-{i}")),
                 ml_nodes: vec![MlNodeEntry {
                     id: format!("ml-{i}"),
                     url: format!("http://{}", ml.addr),
                 }],
-                commit_interval_s: (o.block_time.as_secs_f64() * 2.0).max(0.3),
-                chain_poll_s: (o.block_time.as_secs_f64() / 4.0).max(0.05),
-                health_interval_s: 5.0,
                 allow_private_targets: true,
-                keep_stages: 10,
                 proof_rate_per_sec: 50.0,
                 proof_rate_burst: 100.0,
                 v1: poc_api::config::V1Config {
@@ -544,15 +540,14 @@ impl Devnet {
                     r_target: V1_R_TARGET,
                     fraud_threshold: 1e-7,
                 },
-                validation: ValidationConfig {
-                    request_timeout_s: 10.0,
-                    max_retries: 5,
-                    retry_backoff_s: 0.5,
-                    node_retries: 3,
-                    node_retry_delay_s: 0.5,
-                    flush_timeout_s: o.block_time.as_secs_f64().max(0.2),
-                    ..ValidationConfig::default()
-                },
+                ..ApiConfig::new(
+                    chain_urls[i % chain_urls.len()].clone(),
+                    run_dir.join("keys").join(format!("p{i}-account.key")),
+                    run_dir.join("keys").join(format!("p{i}-operational.key")),
+                    public,
+                    "127.0.0.1:0".parse().expect("addr"),
+                    run_dir.join(format!("api-{i}")),
+                )
             };
             let api = poc_api::start(cfg)
                 .await

@@ -347,3 +347,66 @@ async fn v2_round_on_a_four_validator_chain() {
     assert!(honest.iter().all(|p| p.weight > 0));
     net.shutdown().await;
 }
+
+/// Reads one counter from a participant's API node `/metrics`.
+async fn api_counter(net: &Devnet, i: usize, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", net.public_url(i)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Two participants on the API node's default timings, 6-block stages and 6-block
+/// validation windows at 500 ms blocks (the default local genesis' shape): every commit
+/// lands inside its exchange window and every vote inside its validation window (with
+/// fixed intervals of 5 s between commits and 30 s before votes, neither would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_participants_on_api_defaults_land_every_commit_and_vote() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Devnet::start(DevnetOptions {
+        participants: 2,
+        cheaters: 0,
+        epochs: 2,
+        block_time: Duration::from_millis(500),
+        stage_blocks: 6,
+        validation_blocks: 6,
+        ..options(dir.path())
+    })
+    .await
+    .unwrap();
+    let report = net.run().await.unwrap();
+    eprintln!("{}", poc_devnet::table(&report));
+    assert!(report.ok, "both participants accepted");
+    assert_eq!(report.stages.len(), 2);
+    for s in &report.stages {
+        assert_eq!(
+            s.votes, 4,
+            "stage {}: both validators on both participants",
+            s.stage
+        );
+    }
+    for p in &report.participants {
+        assert!(p.committed_count > 0 && p.accepted && p.weight > 0, "{p:?}");
+        assert_eq!((p.votes_valid, p.votes_invalid), (2, 0), "{p:?}");
+    }
+    for i in 0..2 {
+        assert_eq!(
+            api_counter(&net, i, "poc_votes_missed_window_total").await,
+            0
+        );
+        assert_eq!(api_counter(&net, i, "poc_votes_rejected_total").await, 0);
+        assert_eq!(
+            api_counter(&net, i, "poc_commits_missed_window_total").await,
+            0
+        );
+        assert_eq!(api_counter(&net, i, "poc_commits_rejected_total").await, 0);
+        assert!(api_counter(&net, i, "poc_votes_sent_total").await >= 4);
+    }
+    net.shutdown().await;
+}

@@ -52,6 +52,10 @@ pub struct InitGenerateBody {
     /// Stronger (concat-murmur) input generator.
     #[serde(default)]
     pub poc_stronger_rng: bool,
+    /// Skip the stream's nonces below this value (an extension of this implementation:
+    /// the API node resumes a restarted node after the nonces it already stored).
+    #[serde(default)]
+    pub nonce_start: Option<i64>,
 }
 
 /// `validation` of `POST generate`.

@@ -72,6 +72,8 @@ impl Callbacks {
             buffer: Mutex::new(Buffer::default()),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // Below the servers' idle timeout (docs/http.md).
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
             settings,

@@ -50,6 +50,8 @@ pub struct MlNodeConfig {
     pub settings: PocSettings,
     /// Largest request body.
     pub body_limit: usize,
+    /// Header/idle and body timeouts and the connection cap of the HTTP server.
+    pub http: poc_http::HttpLimits,
 }
 
 /// Why the node cannot start.
@@ -161,16 +163,14 @@ pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
         }
     });
     let app = server::router(Arc::clone(&state), config.body_limit);
+    let http = config.http;
     let mut stop_rx = rx;
     let server = tokio::spawn(async move {
         let graceful = async move {
             let _ = stop_rx.changed().await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!("server error: {e}");
+        if let Err(e) = poc_http::serve(listener, app, http, Arc::default(), None, graceful).await {
+            tracing::error!("server not started: {e}");
         }
         state.stop_all().await;
         state.compute.shutdown();

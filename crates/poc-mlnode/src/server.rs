@@ -231,7 +231,7 @@ async fn init_generate(st: Shared, layer: Layer, body: Bytes) -> Response {
         Err(r) => return r,
     };
     let nonces = match NonceIterator::new(b.node_id, b.node_count, b.group_id, b.n_groups) {
-        Ok(it) => it,
+        Ok(it) => it.starting_at(b.nonce_start.unwrap_or(0)),
         Err(e) => return unprocessable(&["node_id"], e.to_string()),
     };
     if st.compute.generating() {

@@ -135,6 +135,7 @@ impl V1Service {
             }),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("HTTP client builds"),
         }

@@ -35,6 +35,7 @@ impl Node {
             dtype: Some(DType::F32),
             settings,
             body_limit: 1 << 20,
+            http: Default::default(),
         })
         .await
         .unwrap();

@@ -71,6 +71,7 @@ async fn v1_generation_validation_and_exclusion() {
             ..PocSettings::default()
         },
         body_limit: 1 << 20,
+        http: Default::default(),
     })
     .await
     .unwrap();

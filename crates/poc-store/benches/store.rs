@@ -41,6 +41,66 @@ fn ingest(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // What the API node does per ML-node batch: append, then sync before acknowledging.
+    g.bench_function("append_batch1000+sync each/200k", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                let store = ArtifactStore::open_or_create(dir.path()).unwrap();
+                let vs: Vec<[u8; 24]> = (0..n).map(vector).collect();
+                for start in (0..n).step_by(1000) {
+                    let items: Vec<(i32, &[u8])> = (start..start + 1000)
+                        .map(|i| (i as i32, &vs[i as usize][..]))
+                        .collect();
+                    for r in store.append_batch(&items, Some("node-0")) {
+                        r.unwrap();
+                    }
+                    store.sync().unwrap();
+                }
+                store.flush().unwrap();
+                dir
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // Eight ML nodes posting at once: their syncs share fsyncs (group commit).
+    g.bench_function("8 threads x append_batch1000+sync each/200k", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                let store = std::sync::Arc::new(ArtifactStore::open_or_create(dir.path()).unwrap());
+                let threads: Vec<_> = (0..8u64)
+                    .map(|t| {
+                        let store = std::sync::Arc::clone(&store);
+                        std::thread::spawn(move || {
+                            let per = n / 8;
+                            let vs: Vec<[u8; 24]> = (t * per..(t + 1) * per).map(vector).collect();
+                            for chunk in vs.chunks(1000).enumerate() {
+                                let (k, chunk) = chunk;
+                                let base = t * per + k as u64 * 1000;
+                                let items: Vec<(i32, &[u8])> = chunk
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(j, v)| ((base + j as u64) as i32, &v[..]))
+                                    .collect();
+                                let node = format!("node-{t}");
+                                for r in store.append_batch(&items, Some(&node)) {
+                                    r.unwrap();
+                                }
+                                store.sync().unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                store.flush().unwrap();
+                dir
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.bench_function("append+flush/200k", |b| {
         b.iter_batched(
             || tempfile::tempdir().unwrap(),

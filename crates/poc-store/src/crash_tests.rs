@@ -246,3 +246,118 @@ fn damage_inside_flushed_data_is_refused_with_the_offset() {
     assert!(verify_store(&dir).unwrap().is_sound());
     ArtifactStore::open(&dir).unwrap();
 }
+
+/// A copy of the store's files as a crash would leave them (what the process wrote; its
+/// buffers are gone).
+fn crash_copy(from: &Path, to: &Path) {
+    for f in [LOG_FILE, META_FILE] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn synced_artifacts_survive_a_crash_before_the_next_flush() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ArtifactStore::open_or_create(tmp.path()).unwrap();
+    append_range(&store, 0..10);
+    let reported = store.flush().unwrap();
+    append_range(&store, 10..25);
+    store.sync().unwrap();
+    assert_eq!(store.flushed(), reported, "sync reports no new snapshot");
+    append_range(&store, 25..30); // appended, never synced
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(tmp.path(), crashed.path());
+    drop(store);
+
+    let reopened = ArtifactStore::open(crashed.path()).unwrap();
+    assert_eq!(reopened.recovery().unflushed_artifacts, 15);
+    assert_eq!(reopened.count(), 25);
+    check_reported(&reopened, &[reported]);
+    let snap = reopened.flush().unwrap();
+    assert_eq!(snap.count, 25);
+    check_reported(&reopened, &[reported, snap]);
+    assert!(verify_store(crashed.path()).unwrap().is_sound());
+}
+
+#[test]
+fn concurrent_syncs_share_the_work_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(ArtifactStore::open_or_create(tmp.path()).unwrap());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                for k in 0..50u64 {
+                    let i = t * 1000 + k;
+                    let v: Vec<u8> = (0..24).map(|j| (i as u8).wrapping_add(j)).collect();
+                    store.append(i as i32, &v, Some("n")).unwrap();
+                    store.sync().unwrap();
+                    if k % 17 == 0 {
+                        store.flush().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(tmp.path(), crashed.path());
+    let reopened = ArtifactStore::open(crashed.path()).unwrap();
+    assert_eq!(reopened.count(), 400);
+    let mut nonces: Vec<i32> = (0..400)
+        .map(|l| reopened.artifact(l).unwrap().nonce)
+        .collect();
+    nonces.sort_unstable();
+    let mut want: Vec<i32> = (0..8)
+        .flat_map(|t| (0..50).map(move |k| t * 1000 + k))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(nonces, want);
+}
+
+#[test]
+fn sync_fsyncs_new_data_once_and_concurrent_syncs_share_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(ArtifactStore::open_or_create(tmp.path()).unwrap());
+    assert_eq!(store.data_syncs(), 0);
+    append_range(&store, 0..5);
+    store.sync().unwrap();
+    assert_eq!(store.data_syncs(), 1);
+    store.sync().unwrap();
+    assert_eq!(store.data_syncs(), 1, "nothing new: no fsync");
+    let snap = store.flush().unwrap();
+    assert_eq!(snap.count, 5);
+    assert_eq!(
+        store.data_syncs(),
+        1,
+        "the flush finds the data synced already"
+    );
+    append_range(&store, 5..6);
+    store.flush().unwrap();
+    assert_eq!(store.data_syncs(), 2, "a flush fsyncs what it reports");
+    // Two writers append, then both sync: the first sync covers both, the second finds
+    // its records durable and does not fsync again.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = [(6u64, 8u64), (8, 10)]
+        .into_iter()
+        .map(|(a, b)| {
+            let (store, barrier) = (
+                std::sync::Arc::clone(&store),
+                std::sync::Arc::clone(&barrier),
+            );
+            std::thread::spawn(move || {
+                append_range(&store, a..b);
+                barrier.wait();
+                store.sync().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(store.data_syncs(), 3, "one fsync for two concurrent syncs");
+}

@@ -100,6 +100,8 @@ struct State {
     pending_start: u64,
     /// Records a flush is writing right now (readable from here until written).
     in_flight: Option<(u64, Arc<Vec<u8>>)>,
+    /// Log bytes known to be on stable storage (written and fsynced).
+    synced_bytes: u64,
     /// The last flushed (reported) snapshot and its per-node counts.
     flushed: Meta,
     flushed_node_counts: Vec<u64>,
@@ -142,6 +144,8 @@ pub struct ArtifactStore {
     /// without a system call); replaced after every flush.
     map: RwLock<Option<Arc<Mmap>>>,
     flush_lock: Mutex<()>,
+    /// Data fsyncs done (diagnostics: shows group commit at work).
+    data_syncs: std::sync::atomic::AtomicU64,
     recovery: RecoveryInfo,
     #[cfg(test)]
     pub(crate) crash_at: Mutex<Option<(CrashPoint, usize)>>,
@@ -337,6 +341,9 @@ impl ArtifactStore {
             pending: Vec::new(),
             pending_start: scanned.end,
             in_flight: None,
+            // Only the flushed part is known to be on stable storage; a recovered tail
+            // may still sit in the page cache of a crashed process.
+            synced_bytes: meta.flushed_bytes,
             flushed: meta,
             flushed_node_counts: scanned.flushed_node_counts,
             failed: None,
@@ -349,6 +356,7 @@ impl ArtifactStore {
             state: RwLock::new(state),
             map: RwLock::new(None),
             flush_lock: Mutex::new(()),
+            data_syncs: std::sync::atomic::AtomicU64::new(0),
             recovery,
             #[cfg(test)]
             crash_at: Mutex::new(None),
@@ -364,6 +372,15 @@ impl ArtifactStore {
         // during recovery), so the mapped bytes never change or disappear under the map.
         let map = unsafe { Mmap::map(&self.file) }.ok().map(Arc::new);
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// How many times the log was fsynced since the store was opened (by [`sync`] and
+    /// [`flush`]; concurrent syncs share one).
+    ///
+    /// [`sync`]: Self::sync
+    /// [`flush`]: Self::flush
+    pub fn data_syncs(&self) -> u64 {
+        self.data_syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The stage directory.
@@ -697,30 +714,24 @@ impl ArtifactStore {
         StoreError::Append(AppendError::Failed(reason))
     }
 
-    /// Writes everything appended so far, fsyncs it, then atomically records the new
-    /// snapshot; returns it. Any I/O failure stops further writes (reopen to recover) so
-    /// that a half-written flush can never be followed by more data.
-    pub fn flush(&self) -> Result<Snapshot, StoreError> {
-        if self.read_only {
-            return Err(AppendError::ReadOnly.into());
-        }
-        let _one_flush_at_a_time = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// Hands the buffered records to the file and fsyncs it; the caller holds the flush
+    /// lock. Returns the end offset and the leaf count and per-node counts it covers.
+    fn write_pending(&self) -> Result<(u64, u64, Vec<u64>), StoreError> {
         let (start, buf, count, node_counts) = {
             let mut s = self.write();
             s.check_writable()?;
-            if s.pending.is_empty() && s.mmr.leaves() == s.flushed.flushed_count {
-                return Ok(Snapshot {
-                    count: s.flushed.flushed_count,
-                    root: s.flushed.root,
-                });
-            }
             let buf = Arc::new(std::mem::take(&mut s.pending));
             let start = s.pending_start;
             s.pending_start += buf.len() as u64;
-            s.in_flight = Some((start, Arc::clone(&buf)));
+            if !buf.is_empty() {
+                s.in_flight = Some((start, Arc::clone(&buf)));
+            }
             (start, buf, s.mmr.leaves(), s.node_counts.clone())
         };
         let end = start + buf.len() as u64;
+        if self.read().synced_bytes >= end {
+            return Ok((end, count, node_counts));
+        }
 
         #[cfg(test)]
         if let Some(keep) = self.crash_here(CrashPoint::Write) {
@@ -734,6 +745,53 @@ impl ArtifactStore {
         if let Err(e) = self.file.sync_data() {
             return Err(self.fail(format!("syncing {}: {e}", self.log_path.display())));
         }
+        self.data_syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.write().synced_bytes = end;
+        Ok((end, count, node_counts))
+    }
+
+    /// Makes every artifact appended so far durable: written to the log and fsynced,
+    /// without recording a new snapshot (the reported `(count, root)` does not change).
+    /// A crash after this returns loses none of them: reopening finds them as unflushed
+    /// artifacts that join the next flush. Concurrent callers share fsyncs (group
+    /// commit): one whose records a sync already in progress covers returns when that
+    /// sync is done, without another.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(AppendError::ReadOnly.into());
+        }
+        let target = {
+            let s = self.read();
+            s.check_writable()?;
+            s.pending_start + s.pending.len() as u64
+        };
+        let _one_writer_at_a_time = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.read().synced_bytes >= target {
+            return Ok(());
+        }
+        self.write_pending().map(|_| ())
+    }
+
+    /// Writes everything appended so far, fsyncs it, then atomically records the new
+    /// snapshot; returns it. Any I/O failure stops further writes (reopen to recover) so
+    /// that a half-written flush can never be followed by more data.
+    pub fn flush(&self) -> Result<Snapshot, StoreError> {
+        if self.read_only {
+            return Err(AppendError::ReadOnly.into());
+        }
+        let _one_flush_at_a_time = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let s = self.read();
+            s.check_writable()?;
+            if s.pending.is_empty() && s.mmr.leaves() == s.flushed.flushed_count {
+                return Ok(Snapshot {
+                    count: s.flushed.flushed_count,
+                    root: s.flushed.root,
+                });
+            }
+        }
+        let (end, count, node_counts) = self.write_pending()?;
         #[cfg(test)]
         if self.crash_here(CrashPoint::DataSync).is_some() {
             return Err(self.fail("simulated crash".into()));

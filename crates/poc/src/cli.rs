@@ -172,9 +172,66 @@ pub struct ApiArgs {
     /// Allow proof requests to private/loopback addresses (devnets).
     #[arg(long, env = "POC_API_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: Option<bool>,
+    /// Networks the ML callback server accepts requests from, comma-separated
+    /// (`10.0.0.0/8,192.168.1.7`); default: loopback and the ML nodes' addresses.
+    #[arg(
+        long,
+        value_name = "NETS",
+        env = "POC_API_CALLBACK_ALLOW",
+        value_delimiter = ','
+    )]
+    pub callback_allow: Vec<String>,
+    /// Limits of the public and callback servers.
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Print the example configuration and exit.
     #[arg(long)]
     pub print_example: bool,
+}
+
+/// Limits of an HTTP server (docs/http.md). Unset values keep the configuration's, or
+/// the defaults: 10 s header/idle timeout, 60 s body and write timeouts, 1024
+/// connections, 256 per client address.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Seconds a client has to send a request head after connecting or after its previous
+    /// response (so also the keep-alive idle timeout); then the connection is closed
+    /// [default: 10].
+    #[arg(long, value_name = "SECS", env = "POC_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<f64>,
+    /// Seconds a client has to send a request body after its head [default: 60].
+    #[arg(long, value_name = "SECS", env = "POC_HTTP_BODY_TIMEOUT")]
+    pub http_body_timeout: Option<f64>,
+    /// Seconds a response write may make no progress (the client stopped reading) before
+    /// the connection is closed [default: 60].
+    #[arg(long, value_name = "SECS", env = "POC_HTTP_WRITE_TIMEOUT")]
+    pub http_write_timeout: Option<f64>,
+    /// Connections served at once; further clients wait in the kernel's accept queue
+    /// [default: 1024].
+    #[arg(long, value_name = "N", env = "POC_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Connections served at once from one client address; more are closed at once
+    /// [default: 256].
+    #[arg(long, value_name = "N", env = "POC_HTTP_MAX_CONNECTIONS_PER_IP")]
+    pub http_max_connections_per_ip: Option<usize>,
+}
+
+impl HttpArgs {
+    /// `base` with the flags applied, checked.
+    pub fn apply(&self, base: poc_http::HttpLimits) -> anyhow::Result<poc_http::HttpLimits> {
+        let l = poc_http::HttpLimits {
+            header_timeout_s: self.http_header_timeout.unwrap_or(base.header_timeout_s),
+            body_timeout_s: self.http_body_timeout.unwrap_or(base.body_timeout_s),
+            write_timeout_s: self.http_write_timeout.unwrap_or(base.write_timeout_s),
+            max_connections: self.http_max_connections.unwrap_or(base.max_connections),
+            max_connections_per_ip: self
+                .http_max_connections_per_ip
+                .unwrap_or(base.max_connections_per_ip),
+        };
+        l.validate()
+            .map_err(|e| anyhow::anyhow!("invalid HTTP limit: {e}"))?;
+        Ok(l)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +293,9 @@ pub enum ChainCommand {
         /// `validator-1`) or `PUBKEY@HOST:PORT` (replicated mode).
         #[arg(long, value_delimiter = ',', value_name = "PEERS")]
         peers: Vec<String>,
+        /// Limits of the REST server.
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Replay every stored block from genesis and check each app hash (read-only; stop
     /// the node first).
@@ -436,6 +496,9 @@ pub struct MlnodeArgs {
     /// Benchmark: seconds of timed continuous generation.
     #[arg(long, default_value_t = 10.0, requires = "bench")]
     pub bench_seconds: f64,
+    /// Limits of the HTTP server.
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 #[derive(Debug, Subcommand)]

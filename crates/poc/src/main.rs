@@ -22,7 +22,17 @@ pub fn release_free_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+/// Raises the open-file limit to the hard limit: every server caps its connections
+/// (docs/http.md), and the caps are meant to bind before the process runs out of
+/// descriptors.
+fn raise_file_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: cannot raise the open-file limit: {e}");
+    }
+}
+
 fn main() -> ExitCode {
+    raise_file_limit();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

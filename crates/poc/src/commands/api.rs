@@ -38,6 +38,40 @@ pub fn resolve(args: &ApiArgs) -> anyhow::Result<ApiConfig> {
         "allow_private_targets",
         args.allow_private_targets.map(Value::Boolean),
     );
+    if !args.callback_allow.is_empty() {
+        table.insert(
+            "callback_allow".into(),
+            Value::Array(
+                args.callback_allow
+                    .iter()
+                    .map(|n| Value::String(n.clone()))
+                    .collect(),
+            ),
+        );
+    }
+    {
+        let http = table
+            .entry("http")
+            .or_insert_with(|| Value::Table(toml::Table::new()));
+        let Value::Table(http) = http else {
+            bail!("`http` in the configuration must be a table");
+        };
+        if let Some(v) = args.http.http_header_timeout {
+            http.insert("header_timeout_s".into(), Value::Float(v));
+        }
+        if let Some(v) = args.http.http_body_timeout {
+            http.insert("body_timeout_s".into(), Value::Float(v));
+        }
+        if let Some(v) = args.http.http_write_timeout {
+            http.insert("write_timeout_s".into(), Value::Float(v));
+        }
+        if let Some(v) = args.http.http_max_connections {
+            http.insert("max_connections".into(), Value::Integer(v as i64));
+        }
+        if let Some(v) = args.http.http_max_connections_per_ip {
+            http.insert("max_connections_per_ip".into(), Value::Integer(v as i64));
+        }
+    }
     if !args.ml_nodes.is_empty() {
         let mut list = Vec::new();
         for n in &args.ml_nodes {

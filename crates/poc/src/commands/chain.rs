@@ -73,14 +73,16 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
             validator_key,
             p2p,
             peers,
+            http,
         } => {
             init_logging();
+            let http = http.apply(poc_http::HttpLimits::default())?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             if let Some(key) = validator_key {
                 let signer = poc_consensus::keys::read(&key)?;
                 return rt.block_on(async move {
                     let cfg = poc_consensus::node::ReplicatedConfig {
-                        node: NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval },
+                        node: NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval, http },
                         signer,
                         p2p,
                         peers,
@@ -102,7 +104,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                 });
             }
             rt.block_on(async move {
-                let node = poc_chain_node::start(NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval })
+                let node = poc_chain_node::start(NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval, http })
                     .await
                     .with_context(|| format!("cannot start the chain node in {}", dir.display()))?;
                 tracing::info!(

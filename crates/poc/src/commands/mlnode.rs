@@ -36,6 +36,7 @@ pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
         },
         settings,
         body_limit: 64 << 20,
+        http: args.http.apply(poc_http::HttpLimits::default())?,
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     if args.bench {
