@@ -60,14 +60,21 @@ pub enum Grant {
     },
 }
 
-impl Grant {
-    /// The stage the grant belongs to.
-    pub fn stage(&self) -> i64 {
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Generation { stage, .. }
-            | Self::Validation { stage, .. }
-            | Self::V1Generation { stage, .. }
-            | Self::V1Validation { stage, .. } => *stage,
+            Self::Generation { stage, node } => {
+                write!(f, "PoC v2 artifacts of stage {stage} from ML node {node}")
+            }
+            Self::Validation { stage, participant } => {
+                write!(f, "the verdict on {participant} at stage {stage}")
+            }
+            Self::V1Generation { stage, node } => {
+                write!(f, "PoC v1 batches of stage {stage} from ML node {node}")
+            }
+            Self::V1Validation { stage, node } => {
+                write!(f, "PoC v1 verdicts of stage {stage} from ML node {node}")
+            }
         }
     }
 }
@@ -266,13 +273,7 @@ impl CallbackTokens {
                 e.answered = true;
                 Ok(first)
             }
-            Grant::Validation {
-                stage: s,
-                participant: p,
-            } => Err(CallbackRefusal::WrongUse(format!(
-                "the verdict on {p} at stage {s}"
-            ))),
-            other => Err(CallbackRefusal::WrongUse(format!("{other:?}"))),
+            other => Err(CallbackRefusal::WrongUse(other.to_string())),
         }
     }
 

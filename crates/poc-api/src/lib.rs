@@ -3,7 +3,8 @@
 //! Drives the participant's ML nodes through PoC, keeps the artifacts (one crash-safe
 //! store per stage), commits `(count, root)` and the per-node weight distribution to the
 //! chain, serves Merkle proofs to validators, and validates every other participant.
-//! `chain-and-api.md` §6; the pure parts live in [`sampling`], [`proofs`] and [`phase`].
+//! `chain-and-api.md` §6; the pure parts live in [`sampling`], [`proofs`], [`phase`] and
+//! [`timing`].
 
 pub mod callbacks;
 pub mod chainio;
@@ -39,7 +40,7 @@ use crate::chainio::ChainIo;
 use crate::config::{ApiConfig, secs};
 use crate::mlnodes::{Broker, GenerationSpec};
 use crate::phase::{ChainView, scale_distribution};
-use crate::timing::{Attempt, BlockClock, VoteQueue, Window, commit_due};
+use crate::timing::{Attempt, BlockClock, VoteBatch, VoteQueue, Window, commit_due};
 use crate::validator::StageJob;
 
 /// Errors starting the node.
@@ -237,16 +238,15 @@ impl Shared {
     /// `window`) and sends what is due, in the background (a verdict callback is answered
     /// without waiting for the chain).
     pub fn vote(self: &Arc<Self>, stage: i64, window: Window, participant: String, weight: i64) {
-        let due = {
-            let mut q = self.votes.lock().expect("votes lock");
-            q.push(stage, window, participant, weight, Instant::now());
-            let height = self.view().map_or(0, |v| v.height);
-            q.due(Instant::now(), height, self.block_time())
-        };
-        if due {
-            let st = Arc::clone(self);
-            tokio::spawn(async move { st.flush_votes(false).await });
-        }
+        self.votes.lock().expect("votes lock").push(
+            stage,
+            window,
+            participant,
+            weight,
+            Instant::now(),
+        );
+        let st = Arc::clone(self);
+        tokio::spawn(async move { st.flush_votes(false).await });
     }
 
     /// Sends the pending votes when due (or all of them with `force`): one
@@ -271,20 +271,18 @@ impl Shared {
                 "votes missed the validation window and were dropped: they will not count"
             );
         }
-        for (msg, window) in flush.send {
-            self.send_votes(msg, window).await;
+        for batch in flush.send {
+            self.send_votes(batch).await;
         }
     }
 
-    async fn send_votes(&self, msg: Msg, window: Window) {
-        let (stage, n) = match &msg {
-            Msg::SubmitPocValidationsV2 {
-                poc_stage_start_block_height,
-                validations,
-                ..
-            } => (*poc_stage_start_block_height, validations.len()),
-            _ => (0, 0),
-        };
+    async fn send_votes(&self, batch: VoteBatch) {
+        let VoteBatch {
+            stage,
+            votes: n,
+            window,
+            msg,
+        } = batch;
         for attempt in 1..=2 {
             let height = self.view().map_or(0, |v| v.height);
             let deadline = Instant::now() + window.time_left(height, self.block_time());
@@ -469,8 +467,11 @@ impl Shared {
                             url: String::new(),
                         };
                         // On a task: a slow ML node must not hold up the chain tracker.
-                        let (st, expires) = (Arc::clone(self), ctx.poc_exchange_deadline());
-                        tokio::spawn(async move { st.start_generation(spec, expires).await });
+                        // The plan lasts as long as the stage takes commits.
+                        if let Some(w) = v.commit_window(s) {
+                            let st = Arc::clone(self);
+                            tokio::spawn(async move { st.start_generation(spec, w.end).await });
+                        }
                     }
                     None => self.triggers.lock().expect("triggers").generation = None,
                 }
@@ -515,8 +516,10 @@ impl Shared {
                         seq_len: pp.seq_len,
                         url: String::new(),
                     };
-                    let (st, expires) = (Arc::clone(self), e.exchange_end(ep));
-                    tokio::spawn(async move { st.start_generation(spec, expires).await });
+                    if let Some(w) = v.commit_window(t_h) {
+                        let st = Arc::clone(self);
+                        tokio::spawn(async move { st.start_generation(spec, w.end).await });
+                    }
                 }
             }
             if e.phase == ConfirmationPhase::Validation {
@@ -681,20 +684,18 @@ impl Shared {
         } else if window.is_some_and(|w| !w.open_at(v.height)) && !cs.window_closed {
             cs.window_closed = true;
             let late = store.count().saturating_sub(cs.last_committed);
-            if late > 0 && cs.last_committed > 0 {
+            if late > 0 {
                 self.metrics.add("poc_artifacts_uncommitted_total", late);
+                let what = if cs.last_committed > 0 {
+                    "artifacts arrived after the last store commit of the stage"
+                } else {
+                    "the stage's commit window closed with no store commit"
+                };
                 tracing::error!(
                     stage,
                     committed = cs.last_committed,
                     late,
-                    "artifacts arrived after the last store commit of the stage: they will not count"
-                );
-            } else if late > 0 {
-                self.metrics.add("poc_artifacts_uncommitted_total", late);
-                tracing::error!(
-                    stage,
-                    stored = late,
-                    "the stage's commit window closed with no store commit: its artifacts will not count"
+                    "{what}: {late} artifacts will not count"
                 );
             }
         }

@@ -67,10 +67,16 @@ pub fn callback_router(st: Arc<Shared>) -> Router {
         .with_state(st)
 }
 
-/// The grant of a callback token, or the 403 to answer.
+/// What a callback token grants, taken apart by `pick` when it is of the kind the route
+/// serves; otherwise (unknown token, or a token for something else) the 403 to answer.
 #[allow(clippy::result_large_err)]
-pub(crate) fn grant_of(st: &Shared, token: &str) -> Result<Grant, Response> {
-    st.tokens.grant(token).map_err(|e| refused(st, e))
+pub(crate) fn grant_for<T>(
+    st: &Shared,
+    token: &str,
+    pick: impl FnOnce(&Grant) -> Option<T>,
+) -> Result<T, Response> {
+    let grant = st.tokens.grant(token).map_err(|e| refused(st, e))?;
+    pick(&grant).ok_or_else(|| refused(st, CallbackRefusal::WrongUse(grant.to_string())))
 }
 
 /// The answer to a refused callback.
@@ -190,11 +196,11 @@ fn check_batch(b: &GeneratedBody) -> Result<Vec<(i32, Vec<u8>)>, String> {
 /// answers 200 only once it is on stable storage (so an acknowledged artifact survives a
 /// crash; the ML node resends what was not acknowledged and the store drops duplicates).
 async fn generated(State(st): S, Path(token): Path<String>, body: Bytes) -> Response {
-    let (stage, node_number) = match grant_of(&st, &token) {
-        Ok(Grant::Generation { stage, node }) => (stage, node),
-        Ok(other) => {
-            return refused(&st, CallbackRefusal::WrongUse(format!("{other:?}")));
-        }
+    let (stage, node_number) = match grant_for(&st, &token, |g| match g {
+        Grant::Generation { stage, node } => Some((*stage, *node)),
+        _ => None,
+    }) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let view = match v2_callback_view(&st, ChainView::accept_generated, "artifacts") {
@@ -311,7 +317,8 @@ struct ValidatedBody {
 /// `POST /cb/{token}/v2/poc-batches/validated`: the verdict of a validation this node
 /// requested (the token names the stage and participant) becomes a vote, once.
 async fn validated(State(st): S, Path(token): Path<String>, body: Bytes) -> Response {
-    if let Err(r) = grant_of(&st, &token) {
+    // Which verdict the token is for is checked with the body, below.
+    if let Err(r) = grant_for(&st, &token, |_| Some(())) {
         return r;
     }
     let view = match v2_callback_view(&st, ChainView::accept_validated, "verdicts") {

@@ -137,10 +137,23 @@ struct StageVotes {
 /// What [`VoteQueue::take`] hands out.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VoteFlush {
-    /// One `MsgSubmitPocValidationsV2` per stage whose window is open, with the window.
-    pub send: Vec<(Msg, Window)>,
+    /// One batch per stage whose window is open.
+    pub send: Vec<VoteBatch>,
     /// `(stage, votes)` dropped because their window has closed.
     pub expired: Vec<(i64, usize)>,
+}
+
+/// The votes of one stage, to be sent in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoteBatch {
+    /// The stage height.
+    pub stage: i64,
+    /// How many votes `msg` carries.
+    pub votes: usize,
+    /// The window in which the chain accepts them.
+    pub window: Window,
+    /// The `MsgSubmitPocValidationsV2`.
+    pub msg: Msg,
 }
 
 /// Pending votes, merged per stage: flushed when `flush_size` are pending, when the
@@ -213,14 +226,16 @@ impl VoteQueue {
         let mut out = VoteFlush::default();
         for (stage, s) in std::mem::take(&mut self.by_stage) {
             if s.window.open_at(height) {
-                out.send.push((
-                    Msg::SubmitPocValidationsV2 {
+                out.send.push(VoteBatch {
+                    stage,
+                    votes: s.votes.len(),
+                    window: s.window,
+                    msg: Msg::SubmitPocValidationsV2 {
                         creator: creator.to_owned(),
                         poc_stage_start_block_height: stage,
                         validations: s.votes,
                     },
-                    s.window,
-                ));
+                });
             } else {
                 out.expired.push((stage, s.votes.len()));
             }
@@ -336,7 +351,7 @@ mod tests {
         let f = q.take(109, "v");
         assert_eq!(f.send.len(), 1);
         assert!(f.expired.is_empty());
-        match &f.send[0].0 {
+        match &f.send[0].msg {
             Msg::SubmitPocValidationsV2 {
                 creator,
                 poc_stage_start_block_height,
@@ -366,6 +381,6 @@ mod tests {
         let f = q.take(113, "v");
         assert_eq!(f.expired, vec![(100, 1)]);
         assert_eq!(f.send.len(), 1);
-        assert_eq!(f.send[0].1, long);
+        assert_eq!(f.send[0].window, long);
     }
 }

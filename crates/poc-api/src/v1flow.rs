@@ -18,9 +18,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Shared;
-use crate::callbacks::{CallbackRefusal, Grant};
+use crate::callbacks::Grant;
 use crate::sampling::sample_leaf_indices;
-use crate::server::{address_of_hex, grant_of, refused, reply};
+use crate::server::{address_of_hex, grant_for, refused, reply};
 
 /// Most nonces in one `MsgSubmitPocBatch` (the chain's limit).
 pub const MAX_BATCH_NONCES: usize = 10_000;
@@ -45,9 +45,11 @@ pub async fn generated(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (stage, node_number) = match grant_of(&st, &token) {
-        Ok(Grant::V1Generation { stage, node }) => (stage, node),
-        Ok(other) => return refused(&st, CallbackRefusal::WrongUse(format!("{other:?}"))),
+    let (stage, node_number) = match grant_for(&st, &token, |g| match g {
+        Grant::V1Generation { stage, node } => Some((*stage, *node)),
+        _ => None,
+    }) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Some(view) = st.view() else {
@@ -147,9 +149,11 @@ pub async fn validated(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    let stage = match grant_of(&st, &token) {
-        Ok(Grant::V1Validation { stage, .. }) => stage,
-        Ok(other) => return refused(&st, CallbackRefusal::WrongUse(format!("{other:?}"))),
+    let stage = match grant_for(&st, &token, |g| match g {
+        Grant::V1Validation { stage, .. } => Some(*stage),
+        _ => None,
+    }) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if st

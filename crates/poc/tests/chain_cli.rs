@@ -2,40 +2,24 @@
 
 mod common;
 
-use common::{free_port, json_out, poc};
-use std::process::{Child, Command, Stdio};
+use common::{Proc, free_port, json_out, poc, spawn};
 use std::time::Duration;
 
 use serde_json::Value;
 
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(home: &str, port: u16) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_poc"))
-        .args([
-            "chain",
-            "start",
-            "--home",
-            home,
-            "--block-time",
-            "100ms",
-            "--rest",
-            &format!("127.0.0.1:{port}"),
-            "--snapshot-interval",
-            "5",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the node");
-    Node(child)
+fn start(home: &str, port: u16) -> Proc {
+    spawn(&[
+        "chain",
+        "start",
+        "--home",
+        home,
+        "--block-time",
+        "100ms",
+        "--rest",
+        &format!("127.0.0.1:{port}"),
+        "--snapshot-interval",
+        "5",
+    ])
 }
 
 fn status(port: u16) -> Option<Value> {

@@ -1,7 +1,8 @@
-//! Helpers shared by the command-line tests: run `poc`, parse its JSON, pick a port.
+//! Helpers shared by the command-line tests: run `poc`, parse its JSON, pick a port,
+//! keep a `poc` process running for the length of a test.
 #![allow(dead_code)]
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -31,4 +32,26 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A `poc` process, killed (SIGKILL) and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `poc` with these arguments in the background, its output discarded.
+pub fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_poc"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start poc"),
+    )
 }
