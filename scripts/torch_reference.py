@@ -11,6 +11,14 @@ Usage (not needed to build or test the project):
   python3 -m venv venv && venv/bin/pip install torch transformers safetensors numpy
   venv/bin/python scripts/torch_reference.py --model DIR --block-hash B --public-key K \
       --nonces 0,1,2 --seq-len 32 [--dtype float32|bfloat16] [--batch-size 8] [--bench N]
+
+GPU speed baseline at real widths (no checkpoint needed): `poc model init --preset
+qwen3-235b-a22b-fp8 --layers 4 --config-only --out DIR`, then
+  python3 scripts/torch_reference.py --model DIR --random-weights --device cuda \
+      --dtype bfloat16 --seq-len 1024 --batch-size 8,16,32 --bench 64
+builds transformers' Qwen3-MoE from that config with random bf16 weights (the FP8
+quantization config is dropped) and times the forward with the reflection hooks; inputs are
+drawn on the device outside the timed region.
 """
 import argparse
 import base64
@@ -96,15 +104,29 @@ def main():
     ap.add_argument("--seq-len", type=int, required=True)
     ap.add_argument("--k-dim", type=int, default=12)
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", default="8", help="nonces per forward (a list for --bench)")
     ap.add_argument("--bench", type=int, default=0, help="time N nonces instead of printing artifacts")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="build the model from config.json with random weights (speed only)")
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype)
+    batch_sizes = [int(b) for b in str(a.batch_size).split(",")]
+    a.batch_size = batch_sizes[0]
+    if a.random_weights:
+        from transformers import AutoConfig
+        cfg = AutoConfig.from_pretrained(a.model)
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
+        with torch.device(a.device):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype).to(a.device)
     model.eval()
     cfg = model.config
     hidden = cfg.hidden_size
-    vs = [unit(normal(seed_from_string(f"{a.block_hash}_layer_{i}_householder"), hidden)) for i in range(cfg.num_hidden_layers)]
+    vs = [unit(normal(seed_from_string(f"{a.block_hash}_layer_{i}_householder"), hidden)).to(a.device)
+          for i in range(cfg.num_hidden_layers)]
 
     def make_hook(i):
         def hook(_module, _inp, out):
@@ -120,9 +142,31 @@ def main():
     def run(nonces):
         x = torch.stack([inputs(a.block_hash, a.public_key, n, a.seq_len, hidden) for n in nonces]).to(dtype)
         with torch.no_grad():
-            out = model.model(inputs_embeds=x).last_hidden_state[:, -1, :].float()
+            out = model.model(inputs_embeds=x.to(a.device)).last_hidden_state[:, -1, :].float().cpu()
         return [artifact(a.block_hash, a.public_key, n, out[i], a.k_dim) for i, n in enumerate(nonces)]
 
+    if a.bench and a.device != "cpu":
+        # Device timing of the forward alone (inputs drawn on the device beforehand).
+        layers = cfg.num_hidden_layers
+        for b in batch_sizes:
+            x = torch.randn(b, a.seq_len, hidden, device=a.device, dtype=dtype)
+            with torch.no_grad():
+                model.model(inputs_embeds=x)
+                torch.cuda.synchronize()
+                steps = max(1, a.bench // b)
+                t = time.time()
+                for _ in range(steps):
+                    model.model(inputs_embeds=x).last_hidden_state[:, -1, :].float()
+                torch.cuda.synchronize()
+                dt = time.time() - t
+            n = steps * b
+            print(json.dumps({"nonces": n, "seconds": dt, "nonces_per_second": n / dt,
+                              "tokens_per_second": n * a.seq_len / dt,
+                              "layer_tokens_per_second": n * a.seq_len * layers / dt,
+                              "layers": layers, "dtype": a.dtype, "seq_len": a.seq_len,
+                              "batch_size": b, "device": torch.cuda.get_device_name(),
+                              "torch": torch.__version__}), flush=True)
+        return
     if a.bench:
         nonces = list(range(1000, 1000 + a.bench))
         run(nonces[: a.batch_size])  # warm-up

@@ -73,6 +73,8 @@ async fn ml_node(model: &std::path::Path, listen: SocketAddr) -> RunningNode {
         served_model_names: vec!["tiny".into()],
         listen,
         dtype: Some(DType::F32),
+        devices: vec![],
+        fp8: None,
         settings: PocSettings {
             callback_interval: Duration::from_millis(300),
             ..PocSettings::default()

@@ -99,6 +99,8 @@ async fn setup() -> Env {
             served_model_names: vec!["tiny".into()],
             listen: "127.0.0.1:0".parse().unwrap(),
             dtype: Some(DType::F32),
+            devices: vec![],
+            fp8: None,
             settings,
             body_limit: 16 << 20,
             http: Default::default(),

@@ -504,6 +504,8 @@ impl Devnet {
                 served_model_names: vec![model_name.clone()],
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 dtype: Some(DType::F32),
+                devices: vec![],
+                fp8: None,
                 settings: PocSettings {
                     callback_interval: Duration::from_millis(500),
                     ..PocSettings::default()

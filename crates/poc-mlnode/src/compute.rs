@@ -150,7 +150,9 @@ pub struct Compute {
 }
 
 enum Task {
-    Batch(PocParams, Vec<i64>, BatchSink),
+    /// Continuous generation: parameters, nonces (one or several batches), where the
+    /// vectors go, nonces per forward.
+    Batch(PocParams, Vec<i64>, BatchSink, usize),
     Job(Job, bool),
     Chat,
 }
@@ -314,13 +316,22 @@ fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
                     }
                     s.active_chats = 0;
                     let g = s.generation.as_mut().expect("checked");
-                    let nonces = g.spec.nonces.take_batch(g.spec.batch_size);
+                    // With several pipeline stages, enough batches at once to keep every
+                    // device busy (fill and drain cost S - 1 of 4 S batch slots).
+                    let stages = engine.model().stage_count();
+                    let per_task = if stages > 1 { 4 * stages } else { 1 };
+                    let nonces = g.spec.nonces.take_batch(g.spec.batch_size * per_task);
                     if g.first_batch_at.is_none() {
                         let now = Instant::now();
                         g.first_batch_at = Some(now);
                         metrics.set_phase_switch(now - g.spec.requested_at);
                     }
-                    let task = Task::Batch(g.spec.params.clone(), nonces, Arc::clone(&g.spec.sink));
+                    let task = Task::Batch(
+                        g.spec.params.clone(),
+                        nonces,
+                        Arc::clone(&g.spec.sink),
+                        g.spec.batch_size,
+                    );
                     s.busy_generating = true;
                     break task;
                 }
@@ -359,9 +370,9 @@ fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
         };
         jobs_turn = !jobs_turn;
         match task {
-            Task::Batch(params, nonces, sink) => {
+            Task::Batch(params, nonces, sink, batch_size) => {
                 let started = Instant::now();
-                let result = engine.compute_batch(&params, &nonces);
+                let result = engine.compute(&params, &nonces, batch_size, |_| {});
                 let mut s = shared.lock();
                 s.busy_generating = false;
                 match result {

@@ -46,6 +46,10 @@ pub struct MlNodeConfig {
     pub listen: SocketAddr,
     /// Compute dtype (`None` = the checkpoint's).
     pub dtype: Option<DType>,
+    /// Devices of the layer pipeline, in order (empty = [`poc_model::default_device`]).
+    pub devices: Vec<poc_model::candle_core::Device>,
+    /// How FP8 weights are kept (`None` = the default for the first device).
+    pub fp8: Option<poc_model::Fp8Path>,
     /// PoC tunables.
     pub settings: PocSettings,
     /// Largest request body.
@@ -97,10 +101,16 @@ pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
     let started = std::time::Instant::now();
     let dir = config.model.clone();
     let dtype = config.dtype;
+    let (devices, fp8) = (config.devices.clone(), config.fp8);
     let (model, chat) = tokio::task::spawn_blocking(move || -> Result<_, MlNodeError> {
         let ck = Checkpoint::open(&dir)?;
         let dtype = dtype.unwrap_or(ck.config().dtype);
-        let model = Qwen3Model::load(&ck, dtype, &poc_model::default_device())?;
+        let mut opts = poc_model::LoadOptions::new(dtype, &poc_model::default_device());
+        if !devices.is_empty() {
+            opts.devices = devices;
+        }
+        opts.fp8 = fp8;
+        let model = Qwen3Model::load_with(&ck, &opts)?;
         let chat =
             chat::ChatModel::load(&dir, &ck.config().eos_token_ids).map_err(MlNodeError::Chat)?;
         Ok((model, chat))

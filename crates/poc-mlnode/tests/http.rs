@@ -26,6 +26,11 @@ struct Node {
 
 impl Node {
     async fn start(settings: PocSettings) -> Self {
+        Self::start_on(settings, vec![]).await
+    }
+
+    /// A node whose layers are split over `devices` (empty: the default device).
+    async fn start_on(settings: PocSettings, devices: Vec<Device>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_preset(Preset::TinyDense, dir.path()).unwrap();
         let node = poc_mlnode::start(MlNodeConfig {
@@ -33,6 +38,8 @@ impl Node {
             served_model_names: vec!["tiny".into()],
             listen: "127.0.0.1:0".parse().unwrap(),
             dtype: Some(DType::F32),
+            devices,
+            fp8: None,
             settings,
             body_limit: 1 << 20,
             http: Default::default(),
@@ -281,6 +288,52 @@ async fn init_generate_status_stop_and_callbacks() {
     let (code, v) = node.post("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0})).await;
     assert_eq!(code, 200, "{v}");
     assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 3);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_stage_pipeline_generates_the_artifacts_of_one_stage() {
+    let node = Node::start_on(fast(), vec![Device::Cpu, Device::Cpu]).await;
+    let rx = receiver().await;
+    let (code, v) = node
+        .post(
+            "/api/v1/inference/pow/init/generate",
+            node.init_body(Some(&rx.url), 0, 1),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let count = || {
+        rx.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v["artifacts"].as_array().unwrap().len())
+            .sum::<usize>()
+    };
+    // Two stages take 4 x 2 batches of 4 at a time.
+    wait_for(|| count() >= 32).await;
+    let (code, _) = node.post("/api/v1/inference/pow/stop", json!({})).await;
+    assert_eq!(code, 200);
+    let mut delivered: Vec<(i64, String)> = rx
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
+        .map(|a| {
+            (
+                a["nonce"].as_i64().unwrap(),
+                a["vector_b64"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    delivered.sort();
+    let n = delivered.len() as i64;
+    assert!(
+        n >= 32 && n % 32 == 0,
+        "{n} artifacts in whole pipeline rounds"
+    );
+    assert_eq!(delivered, node.direct(&(0..n).collect::<Vec<_>>(), 4));
     node.stop().await;
 }
 

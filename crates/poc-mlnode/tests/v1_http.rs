@@ -66,6 +66,8 @@ async fn v1_generation_validation_and_exclusion() {
         served_model_names: vec!["tiny".into()],
         listen: "127.0.0.1:0".parse().unwrap(),
         dtype: Some(DType::F32),
+        devices: vec![],
+        fp8: None,
         settings: PocSettings {
             callback_interval: Duration::from_millis(200),
             ..PocSettings::default()

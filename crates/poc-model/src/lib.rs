@@ -15,18 +15,71 @@
 
 pub mod config;
 pub mod error;
+pub mod fp8;
 pub mod generate;
+#[cfg(feature = "cuda")]
+mod kernels;
 pub mod model;
+pub mod plan;
 pub mod poc;
 pub mod presets;
 pub mod quantize;
+pub mod routing;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};
 pub use error::{ModelError, Result};
-pub use model::{KvCache, Qwen3Model};
+pub use fp8::Fp8Path;
+pub use model::{KvCache, LoadOptions, Qwen3Model};
 pub use poc::{NonceVector, PocEngine, PocParams};
-pub use weights::Checkpoint;
+pub use synthetic::SyntheticWeights;
+pub use weights::{Checkpoint, WeightSource};
+
+pub use candle_core;
+
+/// Parses a device list: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`, comma-separated in the
+/// command line; several devices form a layer pipeline in that order. An empty list is
+/// [`default_device`].
+pub fn parse_devices<S: AsRef<str>>(names: &[S]) -> Result<Vec<candle_core::Device>> {
+    if names.is_empty() {
+        return Ok(vec![default_device()]);
+    }
+    names
+        .iter()
+        .map(|n| {
+            let n = n.as_ref().trim();
+            if n == "cpu" {
+                return Ok(candle_core::Device::Cpu);
+            }
+            let ordinal = match n {
+                "cuda" => Some(0),
+                _ => n
+                    .strip_prefix("cuda:")
+                    .and_then(|i| i.parse::<usize>().ok()),
+            }
+            .ok_or_else(|| {
+                ModelError::Request(format!(
+                    "unknown device {n:?}: use cpu, cuda or cuda:N (e.g. cuda:0,cuda:1)"
+                ))
+            })?;
+            cuda_device(ordinal)
+        })
+        .collect()
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(ordinal: usize) -> Result<candle_core::Device> {
+    candle_core::Device::new_cuda(ordinal)
+        .map_err(|e| ModelError::Request(format!("cannot open GPU cuda:{ordinal}: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(ordinal: usize) -> Result<candle_core::Device> {
+    Err(ModelError::Request(format!(
+        "cuda:{ordinal} requested, but this build has no CUDA support (build it with scripts/build-cuda.sh)"
+    )))
+}
 
 /// The device the model runs on: in a `cuda` build the first GPU (the CPU if none is
 /// usable), otherwise the CPU. The environment variable `POC_DEVICE=cpu` forces the CPU,

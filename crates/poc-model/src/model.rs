@@ -6,26 +6,55 @@
 //! normalises in f32, rounds to the compute dtype, then multiplies by the weight; attention
 //! runs in f32 (scores, softmax and the value product) whatever the compute dtype.
 
+use std::ops::Range;
+
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::weights::Checkpoint;
+use crate::fp8::{Fp8Path, Fp8Weight, dequantize_rows, quantize_activations};
+use crate::routing::{group_by_expert, top_k};
+use crate::weights::WeightSource;
 
-/// Bytes of attention scores processed at once (sequences are chunked to stay below).
+/// What a component is loaded with: compute dtype, FP8 handling, device.
+#[derive(Debug, Clone, Copy)]
+struct Ctx<'a> {
+    dtype: DType,
+    fp8: Fp8Path,
+    dev: &'a Device,
+}
+
+/// Bytes of attention scores processed at once on a CPU (sequences and query blocks are
+/// chunked to stay below).
 const ATTENTION_BUDGET_BYTES: usize = 32 << 20;
+
+/// The same on a GPU: large enough that a block holds several sequences' 256-row query
+/// blocks (fewer, larger products), small beside the weights.
+const GPU_ATTENTION_BUDGET_BYTES: usize = 1 << 30;
+
+/// The weight of a [`Linear`].
+#[derive(Debug, Clone)]
+enum Weight {
+    /// `Wᵀ`, `[in, out]`, contiguous (on the CPU, bf16 weights widened to f32).
+    Dense(Tensor),
+    /// FP8 blocks kept resident, stacked along the output rows (gate and up projections
+    /// that do not end on a block boundary stay separate parts).
+    Fp8 {
+        parts: Vec<Fp8Weight>,
+        path: Fp8Path,
+    },
+}
 
 /// `y = x Wᵀ (+ b)` for `x: [n, in]`, `W: [out, in]`.
 ///
-/// The weight is kept transposed (`[in, out]`, contiguous), which the CPU matrix product
-/// handles faster than a strided view. On the CPU, bf16 weights are also kept widened to
-/// f32: candle's CPU bf16 product widens both operands to f32 and narrows the result
-/// anyway, so doing the weight half once at load gives the same bits without converting
-/// every weight on every call.
+/// Dense weights are kept transposed (`[in, out]`, contiguous), which the CPU matrix
+/// product handles faster than a strided view. On the CPU, bf16 weights are also kept
+/// widened to f32: candle's CPU bf16 product widens both operands to f32 and narrows the
+/// result anyway, so doing the weight half once at load gives the same bits without
+/// converting every weight on every call. FP8 weights may stay FP8 ([`Fp8Path`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    /// `Wᵀ`, `[in, out]`.
-    weight_t: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
     /// The dtype of activations and outputs (the stored weight may be wider).
     dtype: DType,
@@ -40,37 +69,118 @@ impl Linear {
             weight
         };
         Ok(Self {
-            weight_t: weight.t()?.contiguous()?,
+            weight: Weight::Dense(weight.t()?.contiguous()?),
             bias,
             dtype,
         })
     }
 
+    fn from_fp8(parts: Vec<Fp8Weight>, path: Fp8Path, dtype: DType) -> Result<Self> {
+        let parts = match Fp8Weight::concat_rows(&parts)? {
+            Some(one) if parts.len() > 1 => vec![one],
+            _ => parts,
+        };
+        Ok(Self {
+            weight: Weight::Fp8 { parts, path },
+            bias: None,
+            dtype,
+        })
+    }
+
+    /// Loads the weights `names` (each `[rows_i, inp]`) stacked along the output rows.
+    fn load_stacked(
+        src: &dyn WeightSource,
+        names: &[(String, usize)],
+        inp: usize,
+        bias: Option<Tensor>,
+        ctx: Ctx<'_>,
+    ) -> Result<Self> {
+        if ctx.fp8 != Fp8Path::Dequantize {
+            let mut parts = Vec::with_capacity(names.len());
+            for (name, rows) in names {
+                match src.fp8(name, &[*rows, inp], ctx.dev)? {
+                    Some(w) => parts.push(w),
+                    None => break,
+                }
+            }
+            if parts.len() == names.len() {
+                let mut lin = Self::from_fp8(parts, ctx.fp8, ctx.dtype)?;
+                lin.bias = bias;
+                return Ok(lin);
+            }
+        }
+        let ws = names
+            .iter()
+            .map(|(name, rows)| src.tensor(name, &[*rows, inp], ctx.dtype, ctx.dev))
+            .collect::<Result<Vec<_>>>()?;
+        let w = if ws.len() == 1 {
+            ws.into_iter().next().expect("one weight")
+        } else {
+            Tensor::cat(&ws, 0)?
+        };
+        Self::from_weight(w, bias)
+    }
+
     fn load(
-        ck: &Checkpoint,
+        src: &dyn WeightSource,
         name: &str,
         out: usize,
         inp: usize,
         bias: bool,
-        dtype: DType,
-        dev: &Device,
+        ctx: Ctx<'_>,
     ) -> Result<Self> {
-        let weight = ck.tensor(&format!("{name}.weight"), &[out, inp], dtype, dev)?;
         let bias = if bias {
-            Some(ck.tensor(&format!("{name}.bias"), &[out], dtype, dev)?)
+            Some(src.tensor(&format!("{name}.bias"), &[out], ctx.dtype, ctx.dev)?)
         } else {
             None
         };
-        Self::from_weight(weight, bias)
+        Self::load_stacked(src, &[(format!("{name}.weight"), out)], inp, bias, ctx)
+    }
+
+    /// Device bytes of the weight as held.
+    fn resident_bytes(&self) -> usize {
+        let b = self
+            .bias
+            .as_ref()
+            .map_or(0, |b| b.elem_count() * b.dtype().size_in_bytes());
+        b + match &self.weight {
+            Weight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Weight::Fp8 { parts, .. } => parts.iter().map(Fp8Weight::resident_bytes).sum(),
+        }
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.weight_t.dtype() == self.dtype {
-            x.matmul(&self.weight_t)?
-        } else {
-            x.to_dtype(self.weight_t.dtype())?
-                .matmul(&self.weight_t)?
-                .to_dtype(self.dtype)?
+        let y = match &self.weight {
+            Weight::Dense(wt) if wt.dtype() == self.dtype => x.matmul(wt)?,
+            Weight::Dense(wt) => x.to_dtype(wt.dtype())?.matmul(wt)?.to_dtype(self.dtype)?,
+            Weight::Fp8 {
+                parts,
+                path: Fp8Path::W8A8,
+            } => {
+                let xq = quantize_activations(x, parts[0].block()[1])?;
+                xq.matmul(&dequantize_rows(parts)?.t()?)?
+                    .to_dtype(self.dtype)?
+            }
+            Weight::Fp8 { parts, .. } => {
+                // W8A16: the values of dequantizing at load, computed just now.
+                let w = dequantize_rows(parts)?;
+                if x.device().is_cpu() {
+                    // As the dense CPU path holds them: rounded to the dtype, then f32.
+                    let w = if self.dtype == DType::F32 {
+                        w
+                    } else {
+                        w.to_dtype(self.dtype)?.to_dtype(DType::F32)?
+                    };
+                    let wt = w.t()?.contiguous()?;
+                    if self.dtype == DType::F32 {
+                        x.matmul(&wt)?
+                    } else {
+                        x.to_dtype(DType::F32)?.matmul(&wt)?.to_dtype(self.dtype)?
+                    }
+                } else {
+                    x.matmul(&w.to_dtype(self.dtype)?.t()?)?
+                }
+            }
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -301,58 +411,51 @@ impl candle_core::InplaceOp1 for CausalSoftmax {
             .for_each(|(t, chunk)| softmax_rows(chunk, s, valid, t * rows_per_task, self.scale));
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &mut candle_core::CudaStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        crate::kernels::causal_softmax(storage, layout, (self.l, self.s, self.offset), self.scale)
+    }
 }
 
-/// Causal attention in f32. `q: [b, heads, l, d]`, `k, v: [b, kv_heads, s, d]`; query `i`
-/// sits at position `s - l + i`. Returns `[b, heads, l, d]` in f32.
+/// Causal attention with f32 scores and softmax. `q: [b, heads, l, d]`, `k, v: [b,
+/// kv_heads, s, d]`; query `i` sits at position `s - l + i`. Returns `[b, heads, l, d]` in
+/// f32.
 ///
 /// Grouped-query attention without copying keys: the queries of one key/value head form
-/// one `[groups * rows, d]` matrix. On the CPU, queries are processed in blocks that only
-/// look at the keys they may attend to (about half the work of the full square), with the
-/// scale, mask and softmax fused into one in-place pass, and at most
-/// `ATTENTION_BUDGET_BYTES` of scores alive at a time.
+/// one `[groups * rows, d]` matrix. Queries are processed in blocks that only look at the
+/// keys they may attend to (about half the work of the full square), with the scale, mask
+/// and softmax fused into one in-place pass (a CUDA kernel on GPUs), and at most a budget
+/// of scores alive at a time (no full score matrix per head). The operands are the compute
+/// dtype's values widened to f32, so the products are exact products of bf16 values
+/// accumulated in f32; on GPUs with a 16-bit compute dtype the products run on tensor
+/// cores (TF32, exact for bf16 operands; see [`Qwen3Model::load_with`]).
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> Result<Tensor> {
     let (b, _, l, d) = q.dims4()?;
     let s = k.dim(2)?;
     let groups = heads / kv_heads;
     let offset = s - l;
-    let dev = q.device();
+    let budget = if q.device().is_cpu() {
+        ATTENTION_BUDGET_BYTES
+    } else {
+        GPU_ATTENTION_BUDGET_BYTES
+    };
     let scale = 1.0 / (d as f64).sqrt();
     let per_seq = heads * l * s * 4;
-    let chunk = (ATTENTION_BUDGET_BYTES / per_seq.max(1)).clamp(1, b);
+    let chunk = (budget / per_seq.max(1)).clamp(1, b);
     let mut outs = Vec::with_capacity(b.div_ceil(chunk));
     for start in (0..b).step_by(chunk) {
         let n = chunk.min(b - start);
         let qc = q.narrow(0, start, n)?.to_dtype(DType::F32)?;
         let kc = k.narrow(0, start, n)?.to_dtype(DType::F32)?;
         let vc = v.narrow(0, start, n)?.to_dtype(DType::F32)?;
-        if !dev.is_cpu() {
-            let mask: Vec<f32> = (0..l)
-                .flat_map(|i| {
-                    (0..s).map(move |j| {
-                        if j <= offset + i {
-                            0.0
-                        } else {
-                            f32::NEG_INFINITY
-                        }
-                    })
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (l, s), dev)?;
-            let qg = qc.reshape((n, kv_heads, groups * l, d))?;
-            let scores = (qg.matmul(&kc.t()?)? * scale)?
-                .reshape((n, kv_heads, groups, l, s))?
-                .broadcast_add(&mask)?;
-            let probs =
-                candle_nn::ops::softmax_last_dim(&scores.reshape((n, kv_heads, groups * l, s))?)?;
-            outs.push(probs.matmul(&vc)?.reshape((n, heads, l, d))?);
-            continue;
-        }
         // At most 256 query rows per block: the blocks then skip ~40 % of the key
         // positions a full square would score.
-        let block = (ATTENTION_BUDGET_BYTES / (n * heads * s * 4).max(1))
-            .clamp(16, 256)
-            .min(l);
+        let block = (budget / (n * heads * s * 4).max(1)).clamp(16, 256).min(l);
         let mut blocks = Vec::with_capacity(l.div_ceil(block));
         for i0 in (0..l).step_by(block) {
             let rows = block.min(l - i0);
@@ -388,13 +491,7 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> 
 }
 
 impl Attention {
-    fn load(
-        ck: &Checkpoint,
-        p: &str,
-        cfg: &ModelConfig,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Self> {
+    fn load(ck: &dyn WeightSource, p: &str, cfg: &ModelConfig, ctx: Ctx<'_>) -> Result<Self> {
         let (h, hd, nh, nkv) = (
             cfg.hidden_size,
             cfg.head_dim,
@@ -403,12 +500,12 @@ impl Attention {
         );
         let bias = cfg.attention_bias;
         Ok(Self {
-            q: Linear::load(ck, &format!("{p}.q_proj"), nh * hd, h, bias, dtype, dev)?,
-            k: Linear::load(ck, &format!("{p}.k_proj"), nkv * hd, h, bias, dtype, dev)?,
-            v: Linear::load(ck, &format!("{p}.v_proj"), nkv * hd, h, bias, dtype, dev)?,
-            o: Linear::load(ck, &format!("{p}.o_proj"), h, nh * hd, false, dtype, dev)?,
-            q_norm: ck.tensor(&format!("{p}.q_norm.weight"), &[hd], dtype, dev)?,
-            k_norm: ck.tensor(&format!("{p}.k_norm.weight"), &[hd], dtype, dev)?,
+            q: Linear::load(ck, &format!("{p}.q_proj"), nh * hd, h, bias, ctx)?,
+            k: Linear::load(ck, &format!("{p}.k_proj"), nkv * hd, h, bias, ctx)?,
+            v: Linear::load(ck, &format!("{p}.v_proj"), nkv * hd, h, bias, ctx)?,
+            o: Linear::load(ck, &format!("{p}.o_proj"), h, nh * hd, false, ctx)?,
+            q_norm: ck.tensor(&format!("{p}.q_norm.weight"), &[hd], ctx.dtype, ctx.dev)?,
+            k_norm: ck.tensor(&format!("{p}.k_norm.weight"), &[hd], ctx.dtype, ctx.dev)?,
             heads: nh,
             kv_heads: nkv,
             head_dim: hd,
@@ -466,21 +563,26 @@ pub(crate) struct Mlp {
 }
 
 impl Mlp {
-    fn load(
-        ck: &Checkpoint,
-        p: &str,
-        h: usize,
-        inter: usize,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Self> {
-        let gate = ck.tensor(&format!("{p}.gate_proj.weight"), &[inter, h], dtype, dev)?;
-        let up = ck.tensor(&format!("{p}.up_proj.weight"), &[inter, h], dtype, dev)?;
+    fn load(ck: &dyn WeightSource, p: &str, h: usize, inter: usize, ctx: Ctx<'_>) -> Result<Self> {
+        let gate_up = Linear::load_stacked(
+            ck,
+            &[
+                (format!("{p}.gate_proj.weight"), inter),
+                (format!("{p}.up_proj.weight"), inter),
+            ],
+            h,
+            None,
+            ctx,
+        )?;
         Ok(Self {
-            gate_up: Linear::from_weight(Tensor::cat(&[gate, up], 0)?, None)?,
-            down: Linear::load(ck, &format!("{p}.down_proj"), h, inter, false, dtype, dev)?,
+            gate_up,
+            down: Linear::load(ck, &format!("{p}.down_proj"), h, inter, false, ctx)?,
             inter,
         })
+    }
+
+    fn resident_bytes(&self) -> usize {
+        self.gate_up.resident_bytes() + self.down.resident_bytes()
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -500,58 +602,41 @@ struct Moe {
     norm_topk_prob: bool,
 }
 
-/// The top-k routing of one token: `(expert, weight)`, highest probability first (ties:
-/// lower expert index first), renormalised when `norm` is set.
-pub(crate) fn route(probs: &[f32], k: usize, norm: bool) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    let mut top: Vec<(usize, f32)> = idx[..k].iter().map(|&e| (e, probs[e])).collect();
-    if norm {
-        let sum: f32 = top.iter().map(|(_, w)| w).sum();
-        for (_, w) in &mut top {
-            *w /= sum;
-        }
-    }
-    top
-}
-
 impl Moe {
+    /// Routing on the device ([`crate::routing`]): softmax, top-k, renormalisation and the
+    /// grouping by expert stay tensors; only the expert counts are read back. Each expert
+    /// takes its rows in ascending token order and the weighted outputs are added back in
+    /// ascending expert order, as the scalar definition does.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let n = x.dim(0)?;
         let dtype = x.dtype();
-        let dev = x.device();
         let logits = self.router.forward(x)?.to_dtype(DType::F32)?;
-        let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        let (ids, weights) = top_k(&probs, self.top_k, self.norm_topk_prob)?;
         let e = self.experts.len();
-        let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); e];
-        let mut weights: Vec<Vec<f32>> = vec![Vec::new(); e];
-        for (t, p) in probs.iter().enumerate() {
-            for (ex, w) in route(p, self.top_k, self.norm_topk_prob) {
-                tokens[ex].push(t as u32);
-                weights[ex].push(w);
-            }
-        }
+        let groups = group_by_expert(&ids, e)?;
+        let weights = weights.flatten_all()?;
         let mut ys = Vec::new();
-        let mut idx = Vec::new();
-        for ex in 0..e {
-            if tokens[ex].is_empty() {
+        for (ex, start) in groups.offsets().into_iter().enumerate() {
+            let count = groups.counts[ex];
+            if count == 0 {
                 continue;
             }
-            let count = tokens[ex].len();
-            let ids = Tensor::from_slice(&tokens[ex], count, dev)?;
-            let w = Tensor::from_slice(&weights[ex], (count, 1), dev)?.to_dtype(dtype)?;
-            let y = self.experts[ex]
-                .forward(&x.index_select(&ids, 0)?)?
-                .broadcast_mul(&w)?;
-            ys.push(y);
-            idx.push(ids);
+            let rows = groups.tokens.narrow(0, start, count)?;
+            let w = weights
+                .index_select(&groups.slots.narrow(0, start, count)?, 0)?
+                .reshape((count, 1))?
+                .to_dtype(dtype)?;
+            ys.push(
+                self.experts[ex]
+                    .forward(&x.index_select(&rows, 0)?)?
+                    .broadcast_mul(&w)?,
+            );
         }
-        let out = Tensor::zeros(x.dims(), dtype, dev)?;
+        let out = Tensor::zeros(x.dims(), dtype, x.device())?;
         if ys.is_empty() {
             return Ok(out);
         }
-        let _ = n;
-        Ok(out.index_add(&Tensor::cat(&idx, 0)?, &Tensor::cat(&ys, 0)?, 0)?)
+        Ok(out.index_add(&groups.tokens, &Tensor::cat(&ys, 0)?, 0)?)
     }
 }
 
@@ -571,6 +656,73 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    fn load(ck: &dyn WeightSource, cfg: &ModelConfig, i: usize, ctx: Ctx<'_>) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let p = format!("model.layers.{i}");
+        let ffn = if cfg.is_moe_layer(i) {
+            let m = cfg.moe.as_ref().expect("moe layer implies moe config");
+            let experts = (0..m.num_experts)
+                .map(|e| {
+                    Mlp::load(
+                        ck,
+                        &format!("{p}.mlp.experts.{e}"),
+                        h,
+                        m.moe_intermediate_size,
+                        ctx,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // The router stays in the compute dtype (never FP8 in the reference layout).
+            let router = Linear::load(
+                ck,
+                &format!("{p}.mlp.gate"),
+                m.num_experts,
+                h,
+                false,
+                Ctx {
+                    fp8: Fp8Path::Dequantize,
+                    ..ctx
+                },
+            )?;
+            Ffn::Sparse(Moe {
+                router,
+                experts,
+                top_k: m.experts_per_token,
+                norm_topk_prob: m.norm_topk_prob,
+            })
+        } else {
+            Ffn::Dense(Mlp::load(
+                ck,
+                &format!("{p}.mlp"),
+                h,
+                cfg.intermediate_size,
+                ctx,
+            )?)
+        };
+        let norm = |n: &str| ck.tensor(&format!("{p}.{n}.weight"), &[h], ctx.dtype, ctx.dev);
+        Ok(Self {
+            input_norm: norm("input_layernorm")?,
+            attn: Attention::load(ck, &format!("{p}.self_attn"), cfg, ctx)?,
+            post_norm: norm("post_attention_layernorm")?,
+            ffn,
+            eps: cfg.rms_norm_eps,
+        })
+    }
+
+    fn resident_bytes(&self) -> usize {
+        let a = &self.attn;
+        let attn = a.q.resident_bytes()
+            + a.k.resident_bytes()
+            + a.v.resident_bytes()
+            + a.o.resident_bytes();
+        attn + match &self.ffn {
+            Ffn::Dense(m) => m.resident_bytes(),
+            Ffn::Sparse(m) => {
+                m.router.resident_bytes() + m.experts.iter().map(Mlp::resident_bytes).sum::<usize>()
+            }
+        }
+    }
+
     /// vLLM-style layer: returns `(ffn output, residual)`; their sum is the layer output.
     fn forward(
         &self,
@@ -596,123 +748,171 @@ impl DecoderLayer {
     }
 }
 
-/// A loaded Qwen3 or Qwen3-MoE model.
+/// How to load a model: compute dtype, the devices of the layer pipeline, FP8 handling.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Compute dtype (f32, bf16 or f16).
+    pub dtype: DType,
+    /// One device per pipeline stage, in order (at least one). The embedding lives on the
+    /// first, the final norm and the LM head on the last.
+    pub devices: Vec<Device>,
+    /// How FP8 checkpoint weights are kept; `None`: [`Fp8Path::default_for`] the first
+    /// device.
+    pub fp8: Option<Fp8Path>,
+    /// The decoder layers of each device (contiguous, covering every layer); `None`: as
+    /// the memory planner balances them ([`crate::plan`]).
+    pub layers: Option<Vec<Range<usize>>>,
+}
+
+impl LoadOptions {
+    /// One device, default FP8 handling.
+    pub fn new(dtype: DType, device: &Device) -> Self {
+        Self {
+            dtype,
+            devices: vec![device.clone()],
+            fp8: None,
+            layers: None,
+        }
+    }
+}
+
+/// One pipeline stage: a device and the contiguous decoder layers it holds.
+#[derive(Debug)]
+struct Stage {
+    device: Device,
+    layers: Range<usize>,
+    rotary: Rotary,
+}
+
+/// A loaded Qwen3 or Qwen3-MoE model, possibly split over several devices.
 #[derive(Debug)]
 pub struct Qwen3Model {
     config: ModelConfig,
     dtype: DType,
-    device: Device,
+    fp8: Fp8Path,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
+    stages: Vec<Stage>,
     norm: Tensor,
     lm_head: Linear,
-    rotary: Rotary,
 }
 
 /// Per-layer hook of the PoC forward: receives the layer index and `(hidden, residual)`,
 /// returns the transformed pair.
 pub type LayerHook<'a> = dyn Fn(usize, Tensor, Tensor) -> Result<(Tensor, Tensor)> + 'a;
 
+/// Checks that `ranges` split `0..layers` into contiguous, non-empty, ordered pieces.
+fn check_ranges(ranges: &[Range<usize>], layers: usize) -> Result<()> {
+    let mut next = 0;
+    for r in ranges {
+        if r.start != next || r.end <= r.start {
+            return Err(ModelError::Request(format!(
+                "layer ranges {ranges:?} must be non-empty, contiguous and cover 0..{layers}"
+            )));
+        }
+        next = r.end;
+    }
+    if next != layers {
+        return Err(ModelError::Request(format!(
+            "layer ranges {ranges:?} must cover 0..{layers}"
+        )));
+    }
+    Ok(())
+}
+
 impl Qwen3Model {
     /// Loads every weight of `ck` in `dtype` onto `device`. Missing tensors and wrong shapes
     /// are reported with the tensor's name.
-    pub fn load(ck: &Checkpoint, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(ck: &dyn WeightSource, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(ck, &LoadOptions::new(dtype, device))
+    }
+
+    /// Loads with explicit options (several devices, FP8 handling, layer placement).
+    pub fn load_with(ck: &dyn WeightSource, opts: &LoadOptions) -> Result<Self> {
         let cfg = ck.config().clone();
+        let dtype = opts.dtype;
         if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
             return Err(ModelError::Request(format!(
                 "compute dtype {dtype:?} is not supported (f32, bf16, f16)"
             )));
         }
+        let Some(first) = opts.devices.first() else {
+            return Err(ModelError::Request("at least one device is needed".into()));
+        };
+        let fp8 = opts.fp8.unwrap_or_else(|| Fp8Path::default_for(first));
+        let ranges = match &opts.layers {
+            Some(r) => r.clone(),
+            None if opts.devices.len() == 1 => std::iter::once(0..cfg.num_hidden_layers).collect(),
+            None => {
+                let mut req = crate::plan::PlanRequest::new(opts.devices.len(), u64::MAX / 4);
+                req.dtype = dtype;
+                req.fp8 = fp8;
+                crate::plan::plan(&cfg, &req)?
+                    .per_device
+                    .iter()
+                    .map(|d| d.range())
+                    .collect()
+            }
+        };
+        if ranges.len() != opts.devices.len() {
+            return Err(ModelError::Request(format!(
+                "{} layer ranges for {} devices",
+                ranges.len(),
+                opts.devices.len()
+            )));
+        }
+        check_ranges(&ranges, cfg.num_hidden_layers)?;
         let h = cfg.hidden_size;
+        let max_len = cfg.max_position_embeddings.min(1 << 16);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let ffn = if cfg.is_moe_layer(i) {
-                let m = cfg.moe.as_ref().expect("moe layer implies moe config");
-                let experts = (0..m.num_experts)
-                    .map(|e| {
-                        Mlp::load(
-                            ck,
-                            &format!("{p}.mlp.experts.{e}"),
-                            h,
-                            m.moe_intermediate_size,
-                            dtype,
-                            device,
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ffn::Sparse(Moe {
-                    router: Linear::load(
-                        ck,
-                        &format!("{p}.mlp.gate"),
-                        m.num_experts,
-                        h,
-                        false,
-                        dtype,
-                        device,
-                    )?,
-                    experts,
-                    top_k: m.experts_per_token,
-                    norm_topk_prob: m.norm_topk_prob,
-                })
-            } else {
-                Ffn::Dense(Mlp::load(
-                    ck,
-                    &format!("{p}.mlp"),
-                    h,
-                    cfg.intermediate_size,
-                    dtype,
-                    device,
-                )?)
+        let mut stages = Vec::with_capacity(ranges.len());
+        for (device, range) in opts.devices.iter().zip(&ranges) {
+            let ctx = Ctx {
+                dtype,
+                fp8,
+                dev: device,
             };
-            layers.push(DecoderLayer {
-                input_norm: ck.tensor(
-                    &format!("{p}.input_layernorm.weight"),
-                    &[h],
-                    dtype,
-                    device,
-                )?,
-                attn: Attention::load(ck, &format!("{p}.self_attn"), &cfg, dtype, device)?,
-                post_norm: ck.tensor(
-                    &format!("{p}.post_attention_layernorm.weight"),
-                    &[h],
-                    dtype,
-                    device,
-                )?,
-                ffn,
-                eps: cfg.rms_norm_eps,
+            for i in range.clone() {
+                layers.push(DecoderLayer::load(ck, &cfg, i, ctx)?);
+            }
+            stages.push(Stage {
+                device: device.clone(),
+                layers: range.clone(),
+                rotary: Rotary::new(&cfg, max_len, dtype, device)?,
             });
         }
+        if dtype != DType::F32 && opts.devices.iter().any(|d| !d.is_cpu()) {
+            // Attention products on GPUs run in f32 over operands that are bf16/f16 values:
+            // TF32 tensor cores multiply those exactly (and keep 10 mantissa bits of the
+            // probabilities, more than the 16-bit types). f32 models keep full-precision
+            // products.
+            candle_core::cuda::set_gemm_reduced_precision_f32(true);
+        }
+        let last = opts.devices.last().expect("at least one device");
         let embed_tokens = ck.tensor(
             "model.embed_tokens.weight",
             &[cfg.vocab_size, h],
             dtype,
-            device,
+            first,
         )?;
         let lm_head = Linear::from_weight(
             if cfg.tie_word_embeddings && !ck.contains("lm_head.weight") {
-                embed_tokens.clone()
+                embed_tokens.to_device(last)?
             } else {
-                ck.tensor("lm_head.weight", &[cfg.vocab_size, h], dtype, device)?
+                ck.tensor("lm_head.weight", &[cfg.vocab_size, h], dtype, last)?
             },
             None,
         )?;
-        let norm = ck.tensor("model.norm.weight", &[h], dtype, device)?;
-        let rotary = Rotary::new(
-            &cfg,
-            cfg.max_position_embeddings.min(1 << 16),
-            dtype,
-            device,
-        )?;
+        let norm = ck.tensor("model.norm.weight", &[h], dtype, last)?;
         Ok(Self {
             config: cfg,
             dtype,
-            device: device.clone(),
+            fp8,
             embed_tokens,
             layers,
+            stages,
             norm,
             lm_head,
-            rotary,
         })
     }
 
@@ -726,14 +926,49 @@ impl Qwen3Model {
         self.dtype
     }
 
-    /// The device.
+    /// How FP8 weights are kept.
+    pub fn fp8_path(&self) -> Fp8Path {
+        self.fp8
+    }
+
+    /// The first device (where inputs go in).
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.stages[0].device
+    }
+
+    /// Number of pipeline stages.
+    pub fn stage_count(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Device and decoder layers of each stage.
+    pub fn stages(&self) -> Vec<(Device, Range<usize>)> {
+        self.stages
+            .iter()
+            .map(|s| (s.device.clone(), s.layers.clone()))
+            .collect()
+    }
+
+    /// The device holding decoder layer `layer`.
+    pub fn layer_device(&self, layer: usize) -> &Device {
+        let s = self
+            .stages
+            .iter()
+            .find(|s| s.layers.contains(&layer))
+            .unwrap_or_else(|| self.stages.last().expect("a stage"));
+        &s.device
+    }
+
+    /// Bytes the weights of decoder layer `layer` hold on its device.
+    pub fn layer_resident_bytes(&self, layer: usize) -> usize {
+        self.layers
+            .get(layer)
+            .map_or(0, DecoderLayer::resident_bytes)
     }
 
     /// Longest sequence the position tables cover.
     pub fn max_len(&self) -> usize {
-        self.rotary.cos.dim(0).unwrap_or(0)
+        self.stages[0].rotary.cos.dim(0).unwrap_or(0)
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
@@ -746,10 +981,59 @@ impl Qwen3Model {
         Ok(())
     }
 
+    /// Runs the decoder layers of stage `stage` on a PoC prefill batch (`b` sequences of
+    /// `l` positions from 0, no cache): `hidden` (and the `residual` of the previous layer,
+    /// `None` before the first) are moved to the stage's device, and `hook` runs after
+    /// every layer. Returns the last layer's `(hidden, residual)`.
+    pub fn forward_stage(
+        &self,
+        stage: usize,
+        hidden: Tensor,
+        residual: Option<Tensor>,
+        (b, l): (usize, usize),
+        hook: &LayerHook<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        self.check_len(l)?;
+        let st = self.stages.get(stage).ok_or_else(|| {
+            ModelError::Request(format!("stage {stage} of {}", self.stages.len()))
+        })?;
+        let (cos, sin) = st.rotary.at(0, l)?;
+        let mut hidden = hidden.to_device(&st.device)?;
+        let mut residual = residual.map(|r| r.to_device(&st.device)).transpose()?;
+        for i in st.layers.clone() {
+            let (h, r) =
+                self.layers[i].forward(&hidden, residual.as_ref(), (b, l), (&cos, &sin), None)?;
+            let (h, r) = hook(i, h, r)?;
+            hidden = h;
+            residual = Some(r);
+        }
+        Ok((hidden, residual.expect("every stage has a layer")))
+    }
+
+    /// The last position of every sequence after the final norm, `[b, H]` in f32, from the
+    /// last layer's `(hidden, residual)`.
+    pub fn finish_last(
+        &self,
+        hidden: &Tensor,
+        residual: &Tensor,
+        (b, l): (usize, usize),
+    ) -> Result<Tensor> {
+        let dev = &self.stages.last().expect("a stage").device;
+        let last = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.to_device(dev)?
+                .reshape((b, l, self.config.hidden_size))?
+                .i((.., l - 1, ..))?
+                .contiguous()?)
+        };
+        let total = (last(hidden)? + last(residual)?)?;
+        Ok(rms_norm(&total, &self.norm, self.config.rms_norm_eps)?.to_dtype(DType::F32)?)
+    }
+
     /// The PoC prefill: `inputs: [b * l, H]` in the compute dtype are fed as input embeddings
     /// (positions 0..l-1, causal attention within each sequence, no cache); `hook` runs
     /// after every layer on its `(hidden, residual)` output. Returns the last position of
-    /// every sequence after the final norm, `[b, H]` in f32.
+    /// every sequence after the final norm, `[b, H]` in f32. The stages run one after the
+    /// other; [`crate::pipeline`] overlaps them across batches.
     pub fn forward_embeds_last(
         &self,
         inputs: &Tensor,
@@ -757,26 +1041,14 @@ impl Qwen3Model {
         l: usize,
         hook: &LayerHook<'_>,
     ) -> Result<Tensor> {
-        self.check_len(l)?;
-        let (cos, sin) = self.rotary.at(0, l)?;
         let mut hidden = inputs.clone();
-        let mut residual: Option<Tensor> = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (h, r) = layer.forward(&hidden, residual.as_ref(), (b, l), (&cos, &sin), None)?;
-            let (h, r) = hook(i, h, r)?;
+        let mut residual = None;
+        for s in 0..self.stages.len() {
+            let (h, r) = self.forward_stage(s, hidden, residual, (b, l), hook)?;
             hidden = h;
             residual = Some(r);
         }
-        let last = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.reshape((b, l, self.config.hidden_size))?
-                .i((.., l - 1, ..))?
-                .contiguous()?)
-        };
-        let total = match &residual {
-            Some(r) => (last(&hidden)? + last(r)?)?,
-            None => last(&hidden)?,
-        };
-        Ok(rms_norm(&total, &self.norm, self.config.rms_norm_eps)?.to_dtype(DType::F32)?)
+        self.finish_last(&hidden, &residual.expect("a stage"), (b, l))
     }
 
     /// Runs `tokens` (one sequence) through the model, extending `cache`; returns the
@@ -788,15 +1060,25 @@ impl Qwen3Model {
         if cache.layers.len() != self.layers.len() {
             cache.layers = vec![None; self.layers.len()];
         }
-        let (cos, sin) = self.rotary.at(start, l)?;
-        let ids = Tensor::from_slice(tokens, l, &self.device)?;
+        let ids = Tensor::from_slice(tokens, l, self.device())?;
         let mut hidden = self.embed_tokens.index_select(&ids, 0)?;
         let mut residual: Option<Tensor> = None;
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let (h, r) =
-                layer.forward(&hidden, residual.as_ref(), (1, l), (&cos, &sin), Some(slot))?;
-            hidden = h;
-            residual = Some(r);
+        for st in &self.stages {
+            let (cos, sin) = st.rotary.at(start, l)?;
+            hidden = hidden.to_device(&st.device)?;
+            residual = residual.map(|r| r.to_device(&st.device)).transpose()?;
+            for i in st.layers.clone() {
+                let slot = &mut cache.layers[i];
+                let (h, r) = self.layers[i].forward(
+                    &hidden,
+                    residual.as_ref(),
+                    (1, l),
+                    (&cos, &sin),
+                    Some(slot),
+                )?;
+                hidden = h;
+                residual = Some(r);
+            }
         }
         let total = match residual {
             Some(r) => (hidden.i(l - 1..l)? + r.i(l - 1..l)?)?,

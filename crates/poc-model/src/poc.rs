@@ -72,6 +72,23 @@ pub fn project_nonce(p: &PocParams, nonce: i64, hidden: &[f32]) -> Result<NonceV
     })
 }
 
+/// The per-layer hook of a round: both halves of every layer's output reflected with that
+/// layer's vector.
+fn reflect_hook(
+    vs: &[Tensor],
+) -> impl Fn(usize, Tensor, Tensor) -> Result<(Tensor, Tensor)> + Sync + '_ {
+    move |i, hidden, residual| Ok((reflect(&hidden, &vs[i])?, reflect(&residual, &vs[i])?))
+}
+
+/// The artifact vectors of a batch from its last hidden states (in parallel).
+fn project_all(p: &PocParams, nonces: &[i64], last: &[Vec<f32>]) -> Result<Vec<NonceVector>> {
+    nonces
+        .par_iter()
+        .zip(last.par_iter())
+        .map(|(&nonce, hs)| project_nonce(p, nonce, hs))
+        .collect()
+}
+
 /// Runs PoC forwards on a loaded model. Reflection vectors are computed once per block hash.
 #[derive(Debug)]
 pub struct PocEngine {
@@ -109,8 +126,9 @@ impl PocEngine {
             .collect();
         let tensors = vs
             .into_iter()
-            .map(|v| {
-                Ok(Tensor::from_vec(v, (1, h), self.model.device())?
+            .enumerate()
+            .map(|(i, v)| {
+                Ok(Tensor::from_vec(v, (1, h), self.model.layer_device(i))?
                     .to_dtype(self.model.dtype())?)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -165,21 +183,17 @@ impl PocEngine {
         let vs = self.reflections(&p.block_hash)?;
         let inputs = Tensor::from_vec(self.inputs(p, nonces), (b * l, h), model.device())?
             .to_dtype(model.dtype())?;
-        let hook = |i: usize, hidden: Tensor, residual: Tensor| -> Result<(Tensor, Tensor)> {
-            Ok((reflect(&hidden, &vs[i])?, reflect(&residual, &vs[i])?))
-        };
         let last = model
-            .forward_embeds_last(&inputs, b, l, &hook)?
+            .forward_embeds_last(&inputs, b, l, &reflect_hook(&vs))?
             .to_vec2::<f32>()?;
-        nonces
-            .par_iter()
-            .zip(last.par_iter())
-            .map(|(&nonce, hs)| project_nonce(p, nonce, hs))
-            .collect()
+        project_all(p, nonces, &last)
     }
 
     /// Many nonces in consecutive batches of `batch_size` (in the given order);
-    /// `progress` is called with the number of nonces done after each batch.
+    /// `progress` is called with the number of nonces done after each batch. With several
+    /// pipeline stages, batches flow from stage to stage so that every device works on a
+    /// different batch at once (and on a GPU inputs are generated while the device works);
+    /// the results are those of [`PocEngine::compute_batch`].
     pub fn compute(
         &self,
         p: &PocParams,
@@ -189,11 +203,94 @@ impl PocEngine {
     ) -> Result<Vec<NonceVector>> {
         self.check(p)?;
         let batch_size = batch_size.max(1);
+        // On GPUs the next batch's inputs are generated on the CPU while the device runs
+        // the current one; CPUs have no cores to spare for that.
+        let overlap = self.model.stage_count() > 1 || !self.model.device().is_cpu();
+        if overlap && nonces.len() > batch_size {
+            return self.compute_pipelined(p, nonces, batch_size, progress);
+        }
         let mut out = Vec::with_capacity(nonces.len());
         for chunk in nonces.chunks(batch_size) {
             out.extend(self.compute_batch(p, chunk)?);
             progress(out.len());
         }
         Ok(out)
+    }
+
+    /// [`PocEngine::compute`] over a multi-stage model: one thread generates inputs, one
+    /// thread per stage runs its layers, the caller's thread projects the results; stages
+    /// hand batches on through channels of depth one (bounded memory: at most two batches
+    /// per stage alive).
+    fn compute_pipelined(
+        &self,
+        p: &PocParams,
+        nonces: &[i64],
+        batch_size: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<NonceVector>> {
+        use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+        type Item = Result<(usize, Tensor, Option<Tensor>)>;
+        let model = &self.model;
+        let (l, h) = (p.seq_len, model.config().hidden_size);
+        let vs = self.reflections(&p.block_hash)?;
+        let hook = reflect_hook(&vs);
+        let chunks: Vec<&[i64]> = nonces.chunks(batch_size).collect();
+        let stages = model.stage_count();
+        std::thread::scope(|scope| -> Result<Vec<NonceVector>> {
+            let (feed_tx, mut rx): (SyncSender<Item>, Receiver<Item>) = sync_channel(1);
+            let chunks_ref = &chunks;
+            scope.spawn(move || {
+                for (i, chunk) in chunks_ref.iter().enumerate() {
+                    let item = Tensor::from_vec(
+                        self.inputs(p, chunk),
+                        (chunk.len() * l, h),
+                        model.device(),
+                    )
+                    .and_then(|t| t.to_dtype(model.dtype()))
+                    .map(|t| (i, t, None))
+                    .map_err(Into::into);
+                    let failed = item.is_err();
+                    if feed_tx.send(item).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            for s in 0..stages {
+                let (tx, next_rx) = sync_channel::<Item>(1);
+                let input = std::mem::replace(&mut rx, next_rx);
+                let hook = &hook;
+                scope.spawn(move || {
+                    for item in input {
+                        let out = item.and_then(|(i, hidden, residual)| {
+                            let b = chunks_ref[i].len();
+                            model
+                                .forward_stage(s, hidden, residual, (b, l), hook)
+                                .map(|(h, r)| (i, h, Some(r)))
+                        });
+                        let failed = out.is_err();
+                        if tx.send(out).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            let mut out = Vec::with_capacity(nonces.len());
+            for item in rx {
+                let (i, hidden, residual) = item?;
+                let chunk = chunks[i];
+                let residual = residual.expect("a stage ran");
+                let last = model
+                    .finish_last(&hidden, &residual, (chunk.len(), l))?
+                    .to_vec2::<f32>()?;
+                out.extend(project_all(p, chunk, &last)?);
+                progress(out.len());
+            }
+            if out.len() != nonces.len() {
+                return Err(ModelError::Request(
+                    "the pipeline stopped before every batch was done".into(),
+                ));
+            }
+            Ok(out)
+        })
     }
 }

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 use crate::config::{ModelConfig, dtype_name};
 use crate::error::{ModelError, Result};
+use crate::synthetic::SyntheticWeights;
+use crate::weights::WeightSource;
 
 /// Token ids of the special tokens of the preset tokenizer.
 pub const ENDOFTEXT: u32 = 256;
@@ -33,15 +35,21 @@ pub enum Preset {
     BenchDense06b,
     /// Qwen3-30B-A3B shapes (128 experts, 8 active, hidden 2048) with 2 layers.
     BenchMoe30bA3b2l,
+    /// The production model's configuration (`Qwen/Qwen3-235B-A22B-Instruct-2507-FP8`: 94
+    /// layers, hidden 4096, 128 experts of 1536, 8 active, FP8 128×128 blocks) with random
+    /// weights from [`crate::synthetic`]. Usually written with fewer layers
+    /// ([`write_preset_with`]); 2.5 GB per layer.
+    Qwen3_235bA22bFp8,
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 4] = [
+    pub const ALL: [Preset; 5] = [
         Self::TinyMoe,
         Self::TinyDense,
         Self::BenchDense06b,
         Self::BenchMoe30bA3b2l,
+        Self::Qwen3_235bA22bFp8,
     ];
 
     /// The command-line name.
@@ -51,12 +59,39 @@ impl Preset {
             Self::TinyDense => "tiny-dense",
             Self::BenchDense06b => "bench-dense-0.6b",
             Self::BenchMoe30bA3b2l => "bench-moe-30b-a3b-2l",
+            Self::Qwen3_235bA22bFp8 => "qwen3-235b-a22b-fp8",
         }
     }
 
     /// Looks a preset up by name.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The preset's configuration with `layers` decoder layers (the preset's own count when
+    /// `None`).
+    pub fn config(self, layers: Option<usize>) -> Result<ModelConfig> {
+        let json = self.config_json_with(layers)?;
+        Ok(ModelConfig::from_json(&json.to_string())
+            .expect("preset configs are valid")
+            .expect("preset architectures are supported"))
+    }
+
+    /// The `config.json` with `layers` decoder layers (the preset's own count when `None`).
+    pub fn config_json_with(self, layers: Option<usize>) -> Result<Value> {
+        let mut json = self.config_json();
+        if let Some(n) = layers {
+            if n == 0 {
+                return Err(ModelError::Request(
+                    "a model needs at least one layer".into(),
+                ));
+            }
+            json["num_hidden_layers"] = json!(n);
+            if json.get("max_window_layers").is_some() {
+                json["max_window_layers"] = json!(n);
+            }
+        }
+        Ok(json)
     }
 
     /// The preset's `config.json`.
@@ -99,13 +134,29 @@ impl Preset {
                 "moe_intermediate_size": 768, "norm_topk_prob": true, "decoder_sparse_step": 1,
                 "mlp_only_layers": [], "bos_token_id": ENDOFTEXT, "eos_token_id": eos,
             }),
+            Self::Qwen3_235bA22bFp8 => json!({
+                "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+                "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 94,
+                "max_window_layers": 94,
+                "num_attention_heads": 64, "num_key_value_heads": 4, "head_dim": 128,
+                "rms_norm_eps": 1e-6, "rope_theta": 5000000.0, "max_position_embeddings": 262144,
+                "vocab_size": 151936, "tie_word_embeddings": false, "attention_bias": false,
+                "torch_dtype": "bfloat16", "num_experts": 128, "num_experts_per_tok": 8,
+                "moe_intermediate_size": 1536, "norm_topk_prob": true, "decoder_sparse_step": 1,
+                "mlp_only_layers": [], "bos_token_id": ENDOFTEXT, "eos_token_id": eos,
+                "quantization_config": {
+                    "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                    "weight_block_size": [128, 128],
+                    "modules_to_not_convert": ["lm_head", "mlp.gate", "embed_tokens", "norm"],
+                },
+            }),
         }
     }
 }
 
 /// How a tensor is initialised.
 #[derive(Debug, Clone, Copy)]
-enum Init {
+pub(crate) enum Init {
     /// `N(0, 1/fan_in)`: keeps activations of random layers of order 1.
     Linear(usize),
     /// `1 + 0.1 N(0, 1)`.
@@ -115,7 +166,7 @@ enum Init {
 }
 
 /// Every tensor of a model: name, shape, initialisation.
-fn tensor_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
+pub(crate) fn tensor_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
     let (h, hd, nh, nkv) = (
         cfg.hidden_size,
         cfg.head_dim,
@@ -179,7 +230,7 @@ fn tensor_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
     v
 }
 
-fn init_values(preset: &str, name: &str, numel: usize, init: Init) -> Vec<f32> {
+pub(crate) fn init_values(preset: &str, name: &str, numel: usize, init: Init) -> Vec<f32> {
     let mut x = normals(
         seed_from_string(&format!("poc-model-preset/{preset}/{name}")),
         numel,
@@ -297,12 +348,29 @@ pub struct PresetSummary {
 
 /// Writes `preset` as a checkpoint directory `out` (created if needed).
 pub fn write_preset(preset: Preset, out: &Path) -> Result<PresetSummary> {
+    write_preset_with(preset, out, None, |_, _| {})
+}
+
+/// Writes `preset` with `layers` decoder layers (the preset's own count when `None`) to
+/// `out`. FP8 presets are written as one shard per layer plus an index, generated by
+/// [`SyntheticWeights`]; `progress(done, total)` is called after each shard.
+pub fn write_preset_with(
+    preset: Preset,
+    out: &Path,
+    layers: Option<usize>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<PresetSummary> {
     std::fs::create_dir_all(out)
         .map_err(|e| ModelError::io(format!("cannot create {}", out.display()), e))?;
-    let config_json = preset.config_json();
-    let cfg = ModelConfig::from_json(&config_json.to_string())
-        .expect("preset configs are valid")
-        .expect("preset architectures are supported");
+    let config_json = preset.config_json_with(layers)?;
+    let cfg = preset.config(layers)?;
+    if cfg.fp8.is_some() {
+        let src = SyntheticWeights::new(cfg, preset.name());
+        let summary = write_synthetic(&src, out, &mut progress)?;
+        write_json(out.join("config.json"), &config_json)?;
+        write_tokenizer_files(out)?;
+        return Ok(summary);
+    }
     let dtype = cfg.dtype;
     let specs = tensor_specs(&cfg);
     let tensors: Vec<RawTensor> = specs
@@ -333,8 +401,72 @@ pub fn write_preset(preset: Preset, out: &Path) -> Result<PresetSummary> {
     write_safetensors(&out.join("model.safetensors"), &tensors)?;
     write_json(out.join("config.json"), &config_json)?;
     write_tokenizer_files(out)?;
+    progress(1, 1);
     Ok(PresetSummary {
         tensors: tensors.len(),
+        parameters,
+    })
+}
+
+/// Writes only `config.json` and the tokenizer files of `preset` (with `layers` decoder
+/// layers) to `out`.
+pub fn write_preset_config(preset: Preset, out: &Path, layers: Option<usize>) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .map_err(|e| ModelError::io(format!("cannot create {}", out.display()), e))?;
+    write_json(out.join("config.json"), &preset.config_json_with(layers)?)?;
+    write_tokenizer_files(out)
+}
+
+/// The decoder layer a tensor belongs to (`model.layers.{i}.…`), if any.
+pub(crate) fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Writes generated weights as shards (the non-layer tensors, then one shard per layer)
+/// with `model.safetensors.index.json`; at most one shard is in memory at a time. The
+/// configuration and tokenizer files are the caller's.
+pub fn write_synthetic(
+    src: &SyntheticWeights,
+    out: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<PresetSummary> {
+    let names = src.names();
+    let layers = src.config().num_hidden_layers;
+    let total = layers + 1;
+    let mut weight_map = serde_json::Map::new();
+    let (mut count, mut parameters, mut bytes) = (0usize, 0u64, 0u64);
+    for shard in 0..total {
+        let file = format!("model-{:05}-of-{total:05}.safetensors", shard + 1);
+        let wanted = |n: &str| match layer_of(n) {
+            None => shard == 0,
+            Some(l) => l + 1 == shard,
+        };
+        let mut tensors = Vec::new();
+        for (name, shape) in names.iter().filter(|(n, _)| wanted(n)) {
+            if name.ends_with("_scale_inv") {
+                continue;
+            }
+            parameters += shape.iter().product::<usize>() as u64;
+            tensors.extend(src.raw(name)?);
+        }
+        for (name, _, _, b) in &tensors {
+            weight_map.insert(name.clone(), json!(file));
+            bytes += b.len() as u64;
+        }
+        count += tensors.len();
+        write_safetensors(&out.join(&file), &tensors)?;
+        progress(shard + 1, total);
+    }
+    write_json(
+        out.join("model.safetensors.index.json"),
+        &json!({"metadata": {"total_size": bytes}, "weight_map": weight_map}),
+    )?;
+    Ok(PresetSummary {
+        tensors: count,
         parameters,
     })
 }

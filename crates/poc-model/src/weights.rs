@@ -8,6 +8,25 @@ use safetensors::Dtype as StDtype;
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::fp8::Fp8Weight;
+
+/// Where a model's weights come from: a checkpoint directory ([`Checkpoint`]) or a
+/// generator ([`crate::synthetic::SyntheticWeights`]).
+pub trait WeightSource: Sync {
+    /// The resolved configuration.
+    fn config(&self) -> &ModelConfig;
+
+    /// Whether the source has a tensor.
+    fn contains(&self, name: &str) -> bool;
+
+    /// Loads `name` with the expected `shape` in `dtype` on `device`; FP8 weights are
+    /// dequantized with their block scales.
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor>;
+
+    /// The FP8 weight `name` as stored (bytes plus block scales) on `device`, or `None`
+    /// when `name` is not stored as FP8.
+    fn fp8(&self, name: &str, shape: &[usize], device: &Device) -> Result<Option<Fp8Weight>>;
+}
 
 /// A Hugging Face model directory: `config.json` plus one or more `.safetensors` files.
 pub struct Checkpoint {
@@ -135,15 +154,7 @@ impl Checkpoint {
         self.st.get(name).is_ok()
     }
 
-    /// Loads `name`, checks its shape, dequantizes FP8 weights with their block scales
-    /// (`{name}_scale_inv`, a multiplier per block), and converts to `dtype` on `device`.
-    pub fn tensor(
-        &self,
-        name: &str,
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    fn view(&self, name: &str, shape: &[usize]) -> Result<safetensors::tensor::TensorView<'_>> {
         let view = self.st.get(name).map_err(|_| ModelError::MissingTensor {
             name: name.to_owned(),
         })?;
@@ -154,6 +165,19 @@ impl Checkpoint {
                 expected: shape.to_vec(),
             });
         }
+        Ok(view)
+    }
+
+    /// Loads `name`, checks its shape, dequantizes FP8 weights with their block scales
+    /// (`{name}_scale_inv`, a multiplier per block), and converts to `dtype` on `device`.
+    pub fn tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let view = self.view(name, shape)?;
         match view.dtype() {
             StDtype::BF16 | StDtype::F16 | StDtype::F32 => {
                 Ok(self.st.load(name, device)?.to_dtype(dtype)?)
@@ -170,14 +194,21 @@ impl Checkpoint {
         }
     }
 
-    fn dequantize_fp8(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    /// The block size of the FP8 weights.
+    fn fp8_block(&self) -> [usize; 2] {
+        self.config.fp8.map(|q| q.block).unwrap_or([128, 128])
+    }
+
+    /// Checks the `{name}_scale_inv` companion of an FP8 weight; returns its name and the
+    /// matrix shape.
+    fn scale_of(&self, name: &str, shape: &[usize]) -> Result<(String, [usize; 2])> {
         let &[rows, cols] = shape else {
             return Err(ModelError::BadDType {
                 name: name.to_owned(),
                 dtype: "F8_E4M3 (only 2-D weights can be block-quantized)".into(),
             });
         };
-        let [br, bc] = self.config.fp8.map(|q| q.block).unwrap_or([128, 128]);
+        let [br, bc] = self.fp8_block();
         let scale_name = format!("{name}_scale_inv");
         let scale_view = self
             .st
@@ -193,6 +224,30 @@ impl Checkpoint {
                 expected: expected.to_vec(),
             });
         }
+        Ok((scale_name, [rows, cols]))
+    }
+
+    /// The FP8 weight `name` as stored (bytes plus block scales, on `device`), or `None`
+    /// if it is not stored as FP8.
+    pub fn fp8(&self, name: &str, shape: &[usize], device: &Device) -> Result<Option<Fp8Weight>> {
+        let view = self.view(name, shape)?;
+        if view.dtype() != StDtype::F8_E4M3 {
+            return Ok(None);
+        }
+        let (scale_name, dims) = self.scale_of(name, shape)?;
+        let scales = self
+            .st
+            .load(&scale_name, &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Fp8Weight::from_parts(view.data(), &scales, dims, self.fp8_block(), device).map(Some)
+    }
+
+    fn dequantize_fp8(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (scale_name, [rows, cols]) = self.scale_of(name, shape)?;
+        let [br, bc] = self.fp8_block();
+        let expected = [rows.div_ceil(br), cols.div_ceil(bc)];
         let cpu = Device::Cpu;
         let q = self
             .st
@@ -214,5 +269,23 @@ impl Checkpoint {
             }
         }
         Ok(Tensor::from_vec(out, (rows, cols), &cpu)?)
+    }
+}
+
+impl WeightSource for Checkpoint {
+    fn config(&self) -> &ModelConfig {
+        Checkpoint::config(self)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        Checkpoint::contains(self, name)
+    }
+
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        Checkpoint::tensor(self, name, shape, dtype, device)
+    }
+
+    fn fp8(&self, name: &str, shape: &[usize], device: &Device) -> Result<Option<Fp8Weight>> {
+        Checkpoint::fp8(self, name, shape, device)
     }
 }

@@ -476,6 +476,8 @@ pub struct MlnodeArgs {
     /// Compute dtype; `auto` is the checkpoint's dtype.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bf16", "f16", "f32"])]
     pub dtype: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Largest batch_size a request may use.
     #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,
@@ -509,13 +511,67 @@ pub enum ModelCommand {
     /// `tiny-dense` (Qwen3, 4 layers), `bench-dense-0.6b` (Qwen3-0.6B shapes, ~1.2 GB),
     /// `bench-moe-30b-a3b-2l` (Qwen3-30B-A3B shapes with 2 layers, ~3.7 GB). Each comes with
     /// config.json, model.safetensors, a byte-level tokenizer.json and a chat template.
+    ///
+    /// `qwen3-235b-a22b-fp8` is the production model's configuration (94 layers of hidden
+    /// 4096, 128 experts, FP8 128x128 blocks) with random FP8 weights, written as one shard
+    /// per layer (2.5 GB each); `--layers N` keeps the real widths with fewer layers.
     Init {
         /// Which preset.
-        #[arg(long, value_parser = ["tiny-moe", "tiny-dense", "bench-dense-0.6b", "bench-moe-30b-a3b-2l"])]
+        #[arg(long, value_parser = PRESETS)]
         preset: String,
+        /// Decoder layers (default: the preset's own count).
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Write only config.json and the tokenizer files (e.g. for a framework that builds
+        /// its own random weights of the same shapes).
+        #[arg(long)]
+        config_only: bool,
         /// Output directory (created; existing files are overwritten).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+    },
+    /// Say whether a model fits on N devices and how its layers would be placed, before
+    /// loading anything.
+    ///
+    /// Counts the resident weight bytes from the configuration (FP8 matrices at one byte
+    /// plus their scales when they stay FP8) and estimates the activations of one batch.
+    /// Prints `{fits, per_device: [{layers, weight_bytes, activation_bytes, ...}], ...}`
+    /// (JSON with `--json`); exits 0 whether it fits or not.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["model", "preset"])))]
+    Plan {
+        /// Model directory (only config.json is read).
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// A built-in preset instead of a directory.
+        #[arg(long, value_parser = PRESETS)]
+        preset: Option<String>,
+        /// With `--preset`: decoder layers.
+        #[arg(long, requires = "preset")]
+        layers: Option<usize>,
+        /// Number of devices (pipeline stages).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
+        /// Memory of each device, e.g. `141GiB`, `80GB`.
+        #[arg(long, default_value = "80GiB")]
+        device_memory: String,
+        /// Nonces per batch the activations are estimated for.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Sequence length the activations are estimated for.
+        #[arg(long, default_value_t = 1024)]
+        seq_len: usize,
+        /// Compute dtype.
+        #[arg(long, default_value = "bf16", value_parser = ["bf16", "f16", "f32"])]
+        dtype: String,
+        /// How FP8 weights are kept (`dequantize`, `w8a16`, `w8a8`).
+        #[arg(long, default_value = "w8a16", value_parser = ["dequantize", "w8a16", "w8a8"])]
+        fp8_path: String,
+        /// Memory kept free on every device for the runtime.
+        #[arg(long, default_value = "2GiB")]
+        reserve: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a checkpoint's architecture, dtypes, parameter count and tensors as JSON.
     Info {
@@ -564,15 +620,77 @@ pub struct NonceSelection {
     pub nonce_range: Option<String>,
 }
 
+/// Names of the built-in presets.
+pub const PRESETS: [&str; 5] = [
+    "tiny-moe",
+    "tiny-dense",
+    "bench-dense-0.6b",
+    "bench-moe-30b-a3b-2l",
+    "qwen3-235b-a22b-fp8",
+];
+
+/// Where the model runs and how FP8 weights are kept.
+#[derive(Debug, Args, Clone)]
+pub struct DeviceArgs {
+    /// Devices, comma-separated: `cpu`, `cuda`, `cuda:N`. Several devices form a layer
+    /// pipeline in that order (contiguous layer ranges placed by the memory planner,
+    /// batches flowing from device to device), e.g. `cuda:0,cuda:1`. Default: the first
+    /// GPU in a CUDA build, else the CPU (or `POC_DEVICE`).
+    #[arg(long, env = "POC_DEVICES", value_delimiter = ',', value_name = "LIST")]
+    pub devices: Vec<String>,
+    /// How FP8 checkpoint weights are kept: `dequantize` (widened at load), `w8a16` (FP8
+    /// resident, dequantized just before each product; same artifacts as `dequantize`),
+    /// `w8a8` (FP8 resident, activations quantized per token group of 128 as well);
+    /// `auto`: `w8a16` on GPUs, `dequantize` on CPUs.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "dequantize", "w8a16", "w8a8"])]
+    pub fp8_path: String,
+}
+
+impl DeviceArgs {
+    /// The FP8 path (`None` = the device's default).
+    pub fn fp8(&self) -> Option<poc_model::Fp8Path> {
+        poc_model::Fp8Path::from_name(&self.fp8_path)
+    }
+}
+
 /// The model and how to run it.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Model directory (config.json + safetensors).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "preset",
+        conflicts_with = "preset"
+    )]
+    pub model: Option<PathBuf>,
+    /// Instead of a directory: a built-in preset generated in memory, never written (the
+    /// same weights `poc model init --preset` writes), e.g. `qwen3-235b-a22b-fp8` with
+    /// `--layers 4` to measure real-width layers without a 236 GB checkpoint.
+    #[arg(long, value_parser = PRESETS)]
+    pub preset: Option<String>,
+    /// With `--preset`: the number of decoder layers (default: the preset's).
+    #[arg(long, requires = "preset")]
+    pub layers: Option<usize>,
     /// Compute dtype; `auto` is the checkpoint's dtype.
     #[arg(long, default_value = "auto", value_parser = ["auto", "bf16", "f16", "f32"])]
     pub dtype: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl ModelArgs {
+    /// A name for reports: the directory or `preset:NAME[:LAYERS]`.
+    pub fn label(&self) -> String {
+        match (&self.model, &self.preset) {
+            (Some(m), _) => m.display().to_string(),
+            (None, Some(p)) => match self.layers {
+                Some(n) => format!("preset:{p}:{n}l"),
+                None => format!("preset:{p}"),
+            },
+            (None, None) => String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -651,12 +769,20 @@ pub struct BenchArgs {
     /// Sequence length L.
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
-    /// Nonces per forward.
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    /// Nonces to compute in the timed run (after one warm-up batch).
+    /// Nonces per forward; a comma-separated list measures each on the same loaded model
+    /// (e.g. `8,16,32`).
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    pub batch_size: Vec<usize>,
+    /// Nonces to compute in each timed run (after one warm-up batch).
     #[arg(long, default_value_t = 32)]
     pub nonces: usize,
+    /// Peak dense TFLOPS of one device at the compute precision, for the share-of-peak
+    /// figure (default: known for H100/H200, else not reported).
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,18 @@ fn poc(args: &[&str]) -> Output {
         .expect("run poc")
 }
 
+/// Writes a preset checkpoint into `dir`.
+fn init(preset: &str, dir: &std::path::Path) {
+    json_out(&poc(&[
+        "model",
+        "init",
+        "--preset",
+        preset,
+        "--out",
+        s(dir),
+    ]));
+}
+
 fn json_out(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -161,23 +173,136 @@ fn init_info_compute_compare_quantize() {
         "2",
         "--nonces",
         "4",
+        "--json",
     ]));
     assert!(v["nonces_per_second"].as_f64().unwrap() > 0.0);
     assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
+    let nps = v["nonces_per_second"].as_f64().unwrap();
+    assert!((v["nonces_per_minute"].as_f64().unwrap() - 60.0 * nps).abs() < 1e-6 * nps);
+    assert_eq!(
+        v["layer_tokens_per_second"].as_f64().unwrap(),
+        v["tokens_per_second"].as_f64().unwrap() * 4.0
+    );
+    assert!(v["flops_per_token"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_share"].is_null(), "no peak known for a CPU");
+    // Without --json: a readable summary.
+    let text = poc(&[
+        "artifacts",
+        "bench",
+        "--model",
+        s(&m),
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "2",
+        "--nonces",
+        "2",
+        "--peak-tflops",
+        "1",
+    ]);
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("layer-tokens/s") && text.contains("% of 1 peak"),
+        "{text}"
+    );
+}
+
+#[test]
+fn devices_presets_in_memory_and_the_memory_planner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("moe");
+    init("tiny-moe", &m);
+    let compute = |extra: &[&str]| {
+        let mut args = vec![
+            "artifacts",
+            "compute",
+            "--block-hash",
+            "B",
+            "--public-key",
+            "K",
+            "--seq-len",
+            "16",
+            "--nonce-range",
+            "0..6",
+            "--batch-size",
+            "2",
+            "--dtype",
+            "f32",
+        ];
+        args.extend_from_slice(extra);
+        json_out(&poc(&args))["artifacts"].clone()
+    };
+    // The same artifacts from the files, from the preset generated in memory, and over a
+    // two-stage CPU pipeline.
+    let files = compute(&["--model", s(&m)]);
+    assert_eq!(files.as_array().unwrap().len(), 6);
+    assert_eq!(compute(&["--preset", "tiny-moe"]), files);
+    assert_eq!(compute(&["--model", s(&m), "--devices", "cpu,cpu"]), files);
+    // A GPU in a CPU build, or a bad device name, is explained.
+    for (dev, msg) in [
+        ("cuda:1", "no CUDA support"),
+        ("tpu", "unknown device \"tpu\""),
+    ] {
+        let out = poc(&[
+            "artifacts",
+            "compute",
+            "--model",
+            s(&m),
+            "--block-hash",
+            "B",
+            "--public-key",
+            "K",
+            "--seq-len",
+            "8",
+            "--nonces",
+            "1",
+            "--devices",
+            dev,
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{dev}: {err}");
+    }
+
+    // The planner at production size: the 235B FP8 model fits two H200s, not one.
+    let plan = |n: &str| {
+        json_out(&poc(&[
+            "model",
+            "plan",
+            "--preset",
+            "qwen3-235b-a22b-fp8",
+            "--devices",
+            n,
+            "--device-memory",
+            "141GiB",
+            "--json",
+        ]))
+    };
+    let two = plan("2");
+    assert_eq!(two["fits"], true, "{two}");
+    let per = two["per_device"].as_array().unwrap();
+    assert_eq!(per.len(), 2);
+    assert_eq!(per[0]["layers"][0], 0);
+    assert_eq!(per[0]["layers"][1], per[1]["layers"][0]);
+    assert_eq!(per[1]["layers"][1], 94);
+    assert!(per[0]["weight_bytes"].as_u64().unwrap() > 100 << 30);
+    let one = plan("1");
+    assert_eq!(one["fits"], false);
+    assert!(one["reason"].as_str().unwrap().contains("device 0 needs"));
+    // From a model directory too, with a readable summary by default.
+    let out = poc(&["model", "plan", "--model", s(&m), "--devices", "2"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("fits on 2"), "{text}");
+    assert!(text.contains("device 1: layers"), "{text}");
 }
 
 #[test]
 fn bad_requests_and_models_are_explained() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("d");
-    json_out(&poc(&[
-        "model",
-        "init",
-        "--preset",
-        "tiny-dense",
-        "--out",
-        s(&m),
-    ]));
+    init("tiny-dense", &m);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--nonces", "1", "--k-dim", "0"],

@@ -34,6 +34,8 @@ pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
             "auto" => None,
             d => parse_dtype(d),
         },
+        devices: poc_model::parse_devices(&args.device.devices)?,
+        fp8: args.device.fp8(),
         settings,
         body_limit: 64 << 20,
         http: args.http.apply(poc_http::HttpLimits::default())?,
@@ -89,11 +91,13 @@ fn bench(
     let dir = config.model.clone();
     let mut report = rt.block_on(run(config, opts.clone()))?;
     let ck = poc_model::Checkpoint::open(&dir)?;
-    let model = poc_model::Qwen3Model::load(
-        &ck,
+    let mut load = poc_model::LoadOptions::new(
         dtype.unwrap_or(ck.config().dtype),
         &poc_model::default_device(),
-    )?;
+    );
+    load.devices = poc_model::parse_devices(&args.device.devices)?;
+    load.fp8 = args.device.fp8();
+    let model = poc_model::Qwen3Model::load_with(&ck, &load)?;
     let engine = poc_model::PocEngine::new(std::sync::Arc::new(model));
     report.direct_nonces_per_second = direct_rate(&engine, &opts);
     report.server_overhead =
