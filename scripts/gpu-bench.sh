@@ -12,18 +12,24 @@
 #   4. PyTorch + transformers' Qwen3-MoE on the same 4-layer shapes in bf16, same run.
 #
 # Prepare on any x86-64 machine (no GPU needed):
-#   scripts/build-cuda.sh && scripts/gpu-bench.sh --prepare     # -> dist/poc-cuda (stripped)
-# Run on the GPU machine, from the repository root:
+#   scripts/build-cuda.sh && scripts/gpu-bench.sh --prepare
+# which strips and compresses the binary into dist/poc-cuda.gz (~25 MB; dist/ is ignored
+# by git, so carry it to the GPU machine). Run there, from the repository root:
 #   scripts/gpu-bench.sh [path/to/poc-cuda]
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = "--prepare" ]; then
   mkdir -p "$root/dist"
   strip -o "$root/dist/poc-cuda" "$root/target-cuda/release/poc"
-  ls -la "$root/dist/poc-cuda"
+  gzip -9 -f "$root/dist/poc-cuda"
+  ls -la "$root/dist/poc-cuda.gz"
   exit 0
 fi
-bin=${1:-$root/dist/poc-cuda}
+bin=${1:-}
+if [ -z "$bin" ]; then
+  bin=/tmp/poc-cuda
+  gunzip -c "$root/dist/poc-cuda.gz" > "$bin" && chmod +x "$bin"
+fi
 out=${OUT:-$root/gpu-bench-out}
 mkdir -p "$out"
 exec > >(tee -a "$out/log.txt") 2>&1

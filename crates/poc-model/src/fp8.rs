@@ -196,12 +196,104 @@ impl Fp8Weight {
         })
     }
 
+    /// The weight in `dtype`, `[rows, cols]`: [`Fp8Weight::dequantize`] rounded once to
+    /// `dtype`. On GPUs, bf16 and f32 come from one fused kernel (read FP8, write the
+    /// result) with the same arithmetic.
+    pub fn dequantize_to(&self, dtype: DType) -> Result<Tensor> {
+        if self.q.device().is_cuda() && matches!(dtype, DType::BF16 | DType::F32) {
+            let [br, bc] = self.block;
+            let (pr, pc) = self.q.dims2()?;
+            let scale = self.scale.reshape((pr / br) * (pc / bc))?;
+            let w = self.q.apply_op2_no_bwd(
+                &scale,
+                &Dequantize {
+                    block: self.block,
+                    dtype,
+                },
+            )?;
+            let _ = bc;
+            return Ok(if (pr, pc) == (self.rows, self.cols) {
+                w
+            } else {
+                w.narrow(0, 0, self.rows)?
+                    .narrow(1, 0, self.cols)?
+                    .contiguous()?
+            });
+        }
+        Ok(self.dequantize()?.to_dtype(dtype)?)
+    }
+
     /// W8A8 emulation of `x Wᵀ` for `x: [n, cols]`: activations quantized per token and
     /// group of `bc` input features, both operands dequantized to f32, one f32 product.
     /// Returns `[n, rows]` in f32.
     pub fn matmul_w8a8(&self, x: &Tensor) -> Result<Tensor> {
         let xq = quantize_activations(x, self.block[1])?;
         Ok(xq.matmul(&self.dequantize()?.t()?)?)
+    }
+}
+
+/// The fused dequantization `round(f32(q) · scale)` of a padded FP8 matrix (`q`:
+/// `[rows, cols]` e4m3; `scale`: the flat `[rows/br · cols/bc]` f32 multipliers) into
+/// bf16 or f32. The CPU version is the definition the CUDA kernel follows.
+struct Dequantize {
+    block: [usize; 2],
+    dtype: DType,
+}
+
+impl Dequantize {
+    fn value(&self, q: &[F8E4M3], s: &[f32], cols: usize, i: usize) -> f32 {
+        let [br, bc] = self.block;
+        let (r, c) = (i / cols, i % cols);
+        q[i].to_f32() * s[(r / br) * (cols / bc) + c / bc]
+    }
+}
+
+impl candle_core::CustomOp2 for Dequantize {
+    fn name(&self) -> &'static str {
+        "dequantize-fp8"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &candle_core::CpuStorage,
+        ql: &candle_core::Layout,
+        s: &candle_core::CpuStorage,
+        sl: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as C;
+        let (C::F8E4M3(q), C::F32(s)) = (q, s) else {
+            candle_core::bail!("fp8 dequantization expects F8E4M3 weights and f32 scales");
+        };
+        let (Some((q0, q1)), Some((s0, s1))) = (ql.contiguous_offsets(), sl.contiguous_offsets())
+        else {
+            candle_core::bail!("fp8 dequantization expects contiguous operands");
+        };
+        let &[_, cols] = ql.shape().dims() else {
+            candle_core::bail!("fp8 dequantization expects a matrix");
+        };
+        let (q, s) = (&q[q0..q1], &s[s0..s1]);
+        let n = q.len();
+        let out = match self.dtype {
+            DType::BF16 => C::BF16(
+                (0..n)
+                    .map(|i| half::bf16::from_f32(self.value(q, s, cols, i)))
+                    .collect(),
+            ),
+            DType::F32 => C::F32((0..n).map(|i| self.value(q, s, cols, i)).collect()),
+            other => candle_core::bail!("fp8 dequantization into {other:?}"),
+        };
+        Ok((out, ql.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        q: &candle_core::CudaStorage,
+        ql: &candle_core::Layout,
+        s: &candle_core::CudaStorage,
+        sl: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        crate::kernels::dequantize_fp8((q, ql), (s, sl), self.block, self.dtype == DType::BF16)
     }
 }
 
@@ -213,6 +305,19 @@ pub fn dequantize_rows(parts: &[Fp8Weight]) -> Result<Tensor> {
     let ws = parts
         .iter()
         .map(Fp8Weight::dequantize)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&ws, 0)?)
+}
+
+/// Dequantizes several FP8 matrices stacked along the rows into `dtype`,
+/// `[Σ rows, cols]` (each part rounded once, as [`Fp8Weight::dequantize_to`]).
+pub fn dequantize_rows_to(parts: &[Fp8Weight], dtype: DType) -> Result<Tensor> {
+    if parts.len() == 1 {
+        return parts[0].dequantize_to(dtype);
+    }
+    let ws = parts
+        .iter()
+        .map(|p| p.dequantize_to(dtype))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&ws, 0)?)
 }
@@ -284,6 +389,49 @@ mod tests {
                     let want = F8E4M3::from_bits(q[r * cols + c]).to_f32()
                         * s[(r / block[0]) * sc + c / block[1]];
                     assert_eq!(got[r][c].to_bits(), want.to_bits(), "[{r}, {c}]");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_dequantization_is_the_tensor_one() {
+        // The definition the GPU kernel follows, against the tensor operations, on a
+        // padded shape and on every FP8 code (NaN included).
+        for (rows, cols, block) in [(5, 7, [2, 3]), (16, 16, [4, 8])] {
+            let mut w = matrix(rows, cols, 3);
+            w[0] = 1e-9; // a subnormal code
+            let (mut q, s) = quantize_matrix(&w, rows, cols, block);
+            for (i, b) in q.iter_mut().enumerate().take(256.min(rows * cols)) {
+                *b = i as u8;
+            }
+            let f = Fp8Weight::from_parts(&q, &s, [rows, cols], block, &Device::Cpu).unwrap();
+            let (pr, pc) = f.q.dims2().unwrap();
+            let flat = f.scale.reshape((pr / block[0]) * (pc / block[1])).unwrap();
+            for dtype in [DType::F32, DType::BF16] {
+                let fused =
+                    f.q.apply_op2_no_bwd(&flat, &Dequantize { block, dtype })
+                        .unwrap()
+                        .narrow(0, 0, rows)
+                        .unwrap()
+                        .narrow(1, 0, cols)
+                        .unwrap()
+                        .to_dtype(DType::F32)
+                        .unwrap()
+                        .to_vec2::<f32>()
+                        .unwrap();
+                let want = f
+                    .dequantize_to(dtype)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap();
+                for (a, b) in fused.iter().flatten().zip(want.iter().flatten()) {
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{a} vs {b} ({dtype:?})"
+                    );
                 }
             }
         }

@@ -53,6 +53,45 @@ extern "C" __global__ void poc_causal_softmax(float* data, unsigned int s, unsig
     for (unsigned int j = valid + threadIdx.x; j < s; j += blockDim.x) x[j] = 0.0f;
 }
 
+// FP8 e4m3 (bias 7, no infinities, NaN = S.1111.111) to f32, exactly.
+__device__ float poc_e4m3_to_f32(unsigned char b) {
+    const unsigned int s = (b >> 7) & 1u, e = (b >> 3) & 15u, m = b & 7u;
+    float v;
+    if (e == 15u && m == 7u) {
+        v = __int_as_float(0x7fc00000);
+    } else if (e == 0u) {
+        v = (float)m * 0.001953125f;  // m * 2^-9
+    } else {
+        v = __uint_as_float(((e + 120u) << 23) | (m << 20));
+    }
+    return s ? -v : v;
+}
+
+// f32 to bf16 bits, round to nearest even (NaN stays a quiet NaN).
+__device__ unsigned short poc_f32_to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+
+// W8A16 dequantization of one padded [rows, cols] FP8 matrix with [rows/br, cols/bc]
+// f32 multipliers: out = round(f32(q) * scale) as bf16 (bf16_out) or f32.
+extern "C" __global__ void poc_dequant_fp8(const unsigned char* q, const float* scale,
+                                           void* out, unsigned int rows, unsigned int cols,
+                                           unsigned int br, unsigned int bc,
+                                           unsigned int bf16_out) {
+    const unsigned long long n = (unsigned long long)rows * cols;
+    const unsigned int sc = cols / bc;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned int r = (unsigned int)(i / cols), c = (unsigned int)(i % cols);
+        const float v = poc_e4m3_to_f32(q[i]) * scale[(r / br) * sc + c / bc];
+        if (bf16_out) ((unsigned short*)out)[i] = poc_f32_to_bf16(v);
+        else ((float*)out)[i] = v;
+    }
+}
+
 // Rows routed to each expert: one block per expert counts the matching ids.
 extern "C" __global__ void poc_expert_counts(const unsigned int* ids, unsigned int nk,
                                              unsigned int* out) {
@@ -211,4 +250,99 @@ pub(crate) fn causal_softmax(
     // SAFETY: the arguments match the kernel's signature; the view holds rows * s floats.
     unsafe { b.launch(cfg) }.w()?;
     Ok(())
+}
+
+/// GPU version of the W8A16 dequantization (see `fp8::Dequantize`): `q` `[rows, cols]`
+/// FP8, `scale` `[rows/br · cols/bc]` f32, output bf16 or f32.
+pub(crate) fn dequantize_fp8(
+    q: (&CudaStorage, &Layout),
+    scale: (&CudaStorage, &Layout),
+    block: [usize; 2],
+    bf16_out: bool,
+) -> candle_core::Result<(CudaStorage, Shape)> {
+    let (CudaStorageSlice::F8E4M3(qs), CudaStorageSlice::F32(ss)) = (&q.0.slice, &scale.0.slice)
+    else {
+        candle_core::bail!("fp8 dequantization expects F8E4M3 weights and f32 scales");
+    };
+    if q.1.contiguous_offsets().is_none() || scale.1.contiguous_offsets().is_none() {
+        candle_core::bail!("fp8 dequantization expects contiguous operands");
+    }
+    let dims = q.1.shape().dims();
+    let &[rows, cols] = dims else {
+        candle_core::bail!("fp8 dequantization expects a matrix, got {dims:?}");
+    };
+    let dev = &q.0.device;
+    let n = rows * cols;
+    let qv = qs.slice(q.1.start_offset()..q.1.start_offset() + n);
+    let sv =
+        ss.slice(scale.1.start_offset()..scale.1.start_offset() + scale.1.shape().elem_count());
+    let (r32, c32, br32, bc32, bf) = (
+        rows as u32,
+        cols as u32,
+        block[0] as u32,
+        block[1] as u32,
+        u32::from(bf16_out),
+    );
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(THREADS as usize).min(65_535 * 4) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let func = dev.get_or_load_custom_func("poc_dequant_fp8", MODULE, ptx()?)?;
+    let slice = if bf16_out {
+        // SAFETY: every element is written by the kernel below.
+        let out = unsafe { dev.alloc::<half::bf16>(n)? };
+        let mut b = func.builder();
+        b.arg(&qv);
+        b.arg(&sv);
+        b.arg(&out);
+        b.arg(&r32);
+        b.arg(&c32);
+        b.arg(&br32);
+        b.arg(&bc32);
+        b.arg(&bf);
+        // SAFETY: the arguments match the kernel's signature; `out` holds n bf16.
+        unsafe { b.launch(cfg) }.w()?;
+        CudaStorageSlice::BF16(out)
+    } else {
+        // SAFETY: every element is written by the kernel below.
+        let out = unsafe { dev.alloc::<f32>(n)? };
+        let mut b = func.builder();
+        b.arg(&qv);
+        b.arg(&sv);
+        b.arg(&out);
+        b.arg(&r32);
+        b.arg(&c32);
+        b.arg(&br32);
+        b.arg(&bc32);
+        b.arg(&bf);
+        // SAFETY: as above; `out` holds n f32.
+        unsafe { b.launch(cfg) }.w()?;
+        CudaStorageSlice::F32(out)
+    };
+    Ok((
+        CudaStorage {
+            slice,
+            device: dev.clone(),
+        },
+        Shape::from((rows, cols)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The kernels compile with NVRTC (no GPU needed): a syntax or type error shows here,
+    /// not on the GPU machine.
+    #[test]
+    fn the_kernels_compile() {
+        let ptx = super::ptx().expect("NVRTC compiles the kernels");
+        for name in [
+            "poc_expert_counts",
+            "poc_expert_scatter",
+            "poc_causal_softmax",
+            "poc_dequant_fp8",
+        ] {
+            assert!(ptx.contains(&format!(".entry {name}")), "{name} missing");
+        }
+    }
 }

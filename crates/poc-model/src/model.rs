@@ -12,7 +12,7 @@ use candle_core::{D, DType, Device, IndexOp, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::fp8::{Fp8Path, Fp8Weight, dequantize_rows, quantize_activations};
+use crate::fp8::{Fp8Path, Fp8Weight, dequantize_rows, dequantize_rows_to, quantize_activations};
 use crate::routing::{group_by_expert, top_k};
 use crate::weights::WeightSource;
 
@@ -162,8 +162,13 @@ impl Linear {
                     .to_dtype(self.dtype)?
             }
             Weight::Fp8 { parts, .. } => {
-                // W8A16: the values of dequantizing at load, computed just now.
-                let w = dequantize_rows(parts)?;
+                // W8A16: the values of dequantizing at load, computed just now (on GPUs
+                // straight into the compute dtype by one fused kernel).
+                let w = if x.device().is_cpu() {
+                    dequantize_rows(parts)?
+                } else {
+                    dequantize_rows_to(parts, self.dtype)?
+                };
                 if x.device().is_cpu() {
                     // As the dense CPU path holds them: rounded to the dtype, then f32.
                     let w = if self.dtype == DType::F32 {
@@ -178,7 +183,7 @@ impl Linear {
                         x.to_dtype(DType::F32)?.matmul(&wt)?.to_dtype(self.dtype)?
                     }
                 } else {
-                    x.matmul(&w.to_dtype(self.dtype)?.t()?)?
+                    x.matmul(&w.t()?)?
                 }
             }
         };
