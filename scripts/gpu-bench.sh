@@ -117,6 +117,40 @@ timeout 150 python3 "$root/scripts/torch_reference.py" --model "$cfgdir" --rando
   --device cuda --dtype bfloat16 --seq-len 1024 --batch-size 8,16,32 --bench 64 \
   --block-hash X --public-key Y > "$out/torch.json" || echo "torch failed (exit $?)"
 
+step "ceilings: one real-width layer's products, bf16 vs block-scaled FP8 in PyTorch"
+# What the products of one layer (B = 32, L = 1024) cost with cuBLAS bf16 and with
+# PyTorch's block-scaled FP8 product (1x128 activation / 128x128 weight scales, the
+# scheme the W8A8 path needs): the ceiling for our FP8 GEMM path.
+timeout 120 python3 - <<'EOF' | tee "$out/ceilings.txt"
+import torch, time
+dev = "cuda"
+T, H, E, K, I = 32 * 1024, 4096, 128, 8, 1536
+rows = T * K // E  # rows per expert with even routing
+shapes = [("qkv", T, H, 9216, 1), ("o", T, 8192, H, 1), ("gate_up", rows, H, 2 * I, E), ("down", rows, I, H, E)]
+def bench(f, n=10):
+    f(); torch.cuda.synchronize(); t = time.time()
+    for _ in range(n): f()
+    torch.cuda.synchronize(); return (time.time() - t) / n
+tot_bf16 = tot_fp8 = 0.0
+for name, m, k, n, times in shapes:
+    a = torch.randn(m, k, device=dev, dtype=torch.bfloat16); b = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+    t16 = bench(lambda: a @ b.t()) * times
+    tot_bf16 += t16
+    try:
+        a8 = a.to(torch.float8_e4m3fn); b8 = b.to(torch.float8_e4m3fn)
+        sa = torch.rand(m, k // 128, device=dev).t().contiguous().t()  # M-major 1x128 scales
+        sb = torch.rand(n // 128, k // 128, device=dev)
+        f = lambda: torch._scaled_mm(a8, b8.t(), scale_a=sa, scale_b=sb.t(), out_dtype=torch.bfloat16)
+        t8 = bench(f) * times
+        tot_fp8 += t8
+        r = f"{t8 * 1e3:8.2f} ms"
+    except Exception as e:
+        r = f"FP8 block-scaled product failed: {str(e).splitlines()[0][:120]}"
+    print(f"{name:<8} {m:>6}x{k:<5}x{n:<5} x{times:<4} bf16 {t16 * 1e3:8.2f} ms  fp8 {r}")
+print(f"one layer's products: bf16 {tot_bf16 * 1e3:.1f} ms ({T / tot_bf16:,.0f} layer-tokens/s), "
+      f"fp8 {tot_fp8 * 1e3:.1f} ms" + (f" ({T / tot_fp8:,.0f} layer-tokens/s)" if tot_fp8 else ""))
+EOF
+
 step "summary"
 python3 - "$out" <<'EOF' | tee "$out/summary.txt"
 import json, sys

@@ -200,9 +200,20 @@ async fn v1_round_batches_on_chain_and_cheaters_rejected() {
             "no store commits in v1"
         );
     }
-    // The cheater claimed about twice the honest count and was voted fraudulent.
+    // The cheater claimed about twice the honest count (compared with the honest mean:
+    // one participant's count alone varies by ±25 % with scheduling) and was voted
+    // fraudulent.
     let cheater = &report.participants[3];
-    assert!(cheater.committed_count > report.participants[0].committed_count * 3 / 2);
+    let honest_mean = report.participants[..3]
+        .iter()
+        .map(|p| p.committed_count)
+        .sum::<u32>()
+        / 3;
+    assert!(
+        cheater.committed_count > honest_mean * 3 / 2,
+        "{} against an honest mean of {honest_mean}",
+        cheater.committed_count
+    );
     assert_eq!(cheater.votes_valid, 0);
     net.shutdown().await;
 }
