@@ -444,7 +444,8 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> 
     let s = k.dim(2)?;
     let groups = heads / kv_heads;
     let offset = s - l;
-    let budget = if q.device().is_cpu() {
+    let on_cpu = q.device().is_cpu();
+    let budget = if on_cpu {
         ATTENTION_BUDGET_BYTES
     } else {
         GPU_ATTENTION_BUDGET_BYTES
@@ -469,7 +470,14 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> 
                 qc.narrow(2, i0, rows)?
                     .contiguous()?
                     .reshape((n, kv_heads, groups * rows, d))?;
-            let mut scores = qb.matmul(&kc.narrow(2, 0, keys)?.t()?)?;
+            // The keys (and values) this block may see. cuBLAS takes the narrowed view
+            // only when it is a plain strided batch; a copy on GPUs keeps every layout
+            // valid, and the CPU product reads the view directly (no copy).
+            let visible = |t: &Tensor| -> Result<Tensor> {
+                let v = t.narrow(2, 0, keys)?;
+                Ok(if on_cpu { v } else { v.contiguous()? })
+            };
+            let mut scores = qb.matmul(&visible(&kc)?.t()?)?;
             if !scores.is_contiguous() {
                 scores = scores.contiguous()?;
             }
@@ -479,7 +487,7 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, kv_heads: usize) -> 
                 offset: offset + i0,
                 scale: scale as f32,
             })?;
-            let out = scores.matmul(&vc.narrow(2, 0, keys)?)?; // [n, kv_heads, groups * rows, d]
+            let out = scores.matmul(&visible(&vc)?)?; // [n, kv_heads, groups * rows, d]
             blocks.push(out.reshape((n, heads, rows, d))?);
         }
         outs.push(if blocks.len() == 1 {
