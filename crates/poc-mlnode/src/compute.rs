@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::StatusConfig;
 use crate::metrics::Metrics;
+use crate::settings::ChatPolicy;
 
 /// Where continuous generation delivers each batch.
 pub type BatchSink = Arc<dyn Fn(Vec<NonceVector>) + Send + Sync>;
@@ -101,6 +102,19 @@ struct Session {
     input: Vec<u32>,
 }
 
+impl Session {
+    /// A session for a new chat request: its prompt is the first input.
+    fn open(request: ChatRequest) -> Self {
+        Self {
+            sampler: Sampler::new(&request.sampling),
+            input: request.prompt.clone(),
+            request,
+            cache: KvCache::default(),
+            generated: 0,
+        }
+    }
+}
+
 /// A snapshot of continuous generation for `status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationStatus {
@@ -130,6 +144,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    policy: ChatPolicy,
 }
 
 impl Shared {
@@ -158,11 +173,13 @@ enum Task {
 }
 
 impl Compute {
-    /// Starts the compute thread over `engine`.
-    pub fn start(engine: Arc<PocEngine>, metrics: Arc<Metrics>) -> Self {
+    /// Starts the compute thread over `engine`, sharing it between chat and PoC as
+    /// `policy` says.
+    pub fn start(engine: Arc<PocEngine>, metrics: Arc<Metrics>, policy: ChatPolicy) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            policy,
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -237,10 +254,15 @@ impl Compute {
         self.shared.wake.notify_all();
     }
 
-    /// Starts a chat session; `Err` gives the request back while PoC generation runs.
+    /// Whether chat is refused right now (PoC generating under `poc-priority`).
+    pub fn refuses_chat(&self) -> bool {
+        self.shared.policy == ChatPolicy::PocPriority && self.generating()
+    }
+
+    /// Starts a chat session; `Err` gives the request back while chat is refused.
     pub fn chat(&self, request: ChatRequest) -> Result<(), ChatRequest> {
         let mut s = self.shared.lock();
-        if s.generation.is_some() {
+        if self.shared.policy == ChatPolicy::PocPriority && s.generation.is_some() {
             return Err(request);
         }
         s.new_chats.push(request);
@@ -307,14 +329,28 @@ fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
                     continue;
                 }
                 if s.generation.is_some() {
-                    // PoC has priority: running chats are aborted.
-                    for c in s.new_chats.drain(..) {
-                        let _ = c.events.send(ChatEvent::Finish("abort"));
+                    match shared.policy {
+                        ChatPolicy::ChatPriority
+                            if !sessions.is_empty() || !s.new_chats.is_empty() =>
+                        {
+                            // Chat has priority: the PoC batch waits for the chats.
+                            sessions.extend(s.new_chats.drain(..).map(Session::open));
+                            s.active_chats = sessions.len();
+                            metrics.poc_batches_deferred.inc();
+                            break Task::Chat;
+                        }
+                        ChatPolicy::ChatPriority => {}
+                        ChatPolicy::PocPriority => {
+                            // PoC has priority: running chats are aborted.
+                            for c in s.new_chats.drain(..) {
+                                let _ = c.events.send(ChatEvent::Finish("abort"));
+                            }
+                            for sess in sessions.drain(..) {
+                                let _ = sess.request.events.send(ChatEvent::Finish("abort"));
+                            }
+                            s.active_chats = 0;
+                        }
                     }
-                    for sess in sessions.drain(..) {
-                        let _ = sess.request.events.send(ChatEvent::Finish("abort"));
-                    }
-                    s.active_chats = 0;
                     let g = s.generation.as_mut().expect("checked");
                     // With several pipeline stages, enough batches at once to keep every
                     // device busy (fill and drain cost S - 1 of 4 S batch slots).
@@ -335,15 +371,7 @@ fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
                     s.busy_generating = true;
                     break task;
                 }
-                for c in s.new_chats.drain(..) {
-                    sessions.push(Session {
-                        sampler: Sampler::new(&c.sampling),
-                        input: c.prompt.clone(),
-                        request: c,
-                        cache: KvCache::default(),
-                        generated: 0,
-                    });
-                }
+                sessions.extend(s.new_chats.drain(..).map(Session::open));
                 s.active_chats = sessions.len();
                 let job = s
                     .inline_jobs

@@ -33,7 +33,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use settings::PocSettings;
+pub use settings::{ChatPolicy, PocSettings};
 
 /// How to run the node.
 #[derive(Debug, Clone)]
@@ -135,7 +135,11 @@ pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
     names.extend(config.served_model_names.iter().cloned());
     let metrics = Arc::new(metrics::Metrics::default());
     let callbacks = callbacks::Callbacks::new(config.settings.clone(), Arc::clone(&metrics));
-    let compute = compute::Compute::start(Arc::clone(&engine), Arc::clone(&metrics));
+    let compute = compute::Compute::start(
+        Arc::clone(&engine),
+        Arc::clone(&metrics),
+        config.settings.chat_policy,
+    );
     let state = Arc::new(server::AppState {
         compute,
         engine,

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub chat_rejected: Counter,
     /// Tokens generated for chat.
     pub chat_tokens: Counter,
+    /// Compute steps given to chat while a PoC batch waited (`chat-priority`).
+    pub poc_batches_deferred: Counter,
     /// Last phase switch (init/generate to first batch), microseconds.
     pub phase_switch_micros: AtomicU64,
 }
@@ -124,6 +126,11 @@ impl Metrics {
             "chat_tokens_total",
             "Tokens generated for chat.",
             self.chat_tokens.get(),
+        );
+        counter(
+            "poc_batches_deferred_total",
+            "Compute steps given to chat while a PoC batch waited (chat-priority).",
+            self.poc_batches_deferred.get(),
         );
         let secs = self.batch_micros.get() as f64 / 1e6;
         let rate = if secs > 0.0 {

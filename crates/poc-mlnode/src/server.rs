@@ -567,7 +567,7 @@ async fn chat_completions(st: Shared, body: Bytes) -> Response {
             format!("model {m:?} is not served here"),
         );
     }
-    if st.compute.generating() {
+    if st.compute.refuses_chat() {
         st.metrics.chat_rejected.inc();
         return chat_error(
             StatusCode::SERVICE_UNAVAILABLE,

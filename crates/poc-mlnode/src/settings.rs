@@ -2,6 +2,37 @@
 
 use std::time::Duration;
 
+/// How chat requests and continuous PoC generation share the compute thread
+/// (`docs/mlnode.md`, "Scheduling").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatPolicy {
+    /// PoC owns the thread while it generates: chat gets 503 with the reference's error
+    /// body and running chats are aborted (the reference's vLLM node).
+    #[default]
+    PocPriority,
+    /// Chat is served during PoC and has priority: PoC batches wait while any chat is
+    /// pending or running (the reference's `gm/poc-layers` node).
+    ChatPriority,
+}
+
+impl ChatPolicy {
+    /// Every policy.
+    pub const ALL: [ChatPolicy; 2] = [Self::PocPriority, Self::ChatPriority];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PocPriority => "poc-priority",
+            Self::ChatPriority => "chat-priority",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name.trim())
+    }
+}
+
 /// Tunables of the PoC side, with the reference's defaults (`compute-v2.md` §4.11).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PocSettings {
@@ -25,6 +56,8 @@ pub struct PocSettings {
     pub chunk_timeout: Duration,
     /// Most nonces one `/generate` request may carry.
     pub max_nonces_per_request: usize,
+    /// `POC_CHAT_POLICY`: how chat and continuous generation share the model.
+    pub chat_policy: ChatPolicy,
 }
 
 impl Default for PocSettings {
@@ -40,6 +73,7 @@ impl Default for PocSettings {
             max_queued_nonces: 100_000,
             chunk_timeout: Duration::from_secs(60),
             max_nonces_per_request: 100_000,
+            chat_policy: ChatPolicy::default(),
         }
     }
 }
@@ -97,6 +131,13 @@ impl PocSettings {
         if let Some(v) = num("POC_GENERATE_CHUNK_TIMEOUT_SEC")? {
             self.chunk_timeout = Duration::from_secs_f64(v.max(0.01));
         }
+        if let Some(v) = get("POC_CHAT_POLICY") {
+            self.chat_policy = ChatPolicy::from_name(&v).ok_or(EnvError {
+                name: "POC_CHAT_POLICY".into(),
+                value: v,
+                kind: "chat policy (poc-priority, chat-priority)",
+            })?;
+        }
         Ok(self)
     }
 }
@@ -118,6 +159,14 @@ mod tests {
         assert_eq!(s.callback_interval, Duration::from_millis(500));
         assert_eq!(s.max_queued_nonces, 10);
         assert_eq!(s.result_ttl, Duration::from_secs(300));
+        assert_eq!(s.chat_policy, ChatPolicy::PocPriority);
+        let chat = |k: &str| (k == "POC_CHAT_POLICY").then(|| "chat-priority".to_owned());
+        assert_eq!(
+            PocSettings::default().with_env(chat).unwrap().chat_policy,
+            ChatPolicy::ChatPriority
+        );
+        let odd = |k: &str| (k == "POC_CHAT_POLICY").then(|| "whatever".to_owned());
+        assert!(PocSettings::default().with_env(odd).is_err());
         let bad = |k: &str| (k == "POC_CALLBACK_INTERVAL_SEC").then(|| "soon".to_owned());
         let e = PocSettings::default().with_env(bad).unwrap_err();
         assert_eq!(

@@ -602,6 +602,121 @@ async fn backend_layer_shapes_and_a_dead_callback_receiver() {
     node.stop().await;
 }
 
+/// Streams one greedy chat completion and returns its text and finish reason.
+async fn stream_chat(node: &Node, prompt: &str, max_tokens: u32) -> (String, String) {
+    let text = node
+        .http
+        .post(format!("{}/v1/chat/completions", node.base))
+        .json(
+            &json!({"model": "tiny", "messages": [{"role": "user", "content": prompt}],
+                      "max_tokens": max_tokens, "temperature": 0, "stream": true}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{text}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let content = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let finish = chunks.last().unwrap()["choices"][0]["finish_reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    (content, finish)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_priority_serves_chat_during_poc_and_poc_keeps_advancing() {
+    let settings = PocSettings {
+        chat_policy: poc_mlnode::ChatPolicy::ChatPriority,
+        ..fast()
+    };
+    let node = Node::start(settings).await;
+    let rx = receiver().await;
+    let prompts = ["one", "two two", "three three three", "four"];
+    // The same chats with nothing else running: the reference text.
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(stream_chat(&node, p, 12).await);
+    }
+    let (code, v) = node
+        .post(
+            "/api/v1/inference/pow/init/generate",
+            node.init_body(Some(&rx.url), 0, 1),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let delivered = || {
+        rx.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v["artifacts"].as_array().unwrap().len())
+            .sum::<usize>()
+    };
+    wait_for(|| delivered() >= 4).await;
+    // Four concurrent streaming chats during generation: all complete (no 503, no
+    // abort), with the text they give alone.
+    let (a, b, c, d) = tokio::join!(
+        stream_chat(&node, prompts[0], 12),
+        stream_chat(&node, prompts[1], 12),
+        stream_chat(&node, prompts[2], 12),
+        stream_chat(&node, prompts[3], 12)
+    );
+    assert_eq!(vec![a, b, c, d], alone);
+    // PoC waited for the chats (counted), then kept going.
+    let metrics = node
+        .http
+        .get(format!("{}/metrics", node.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deferred: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("poc_batches_deferred_total "))
+        .expect("the deferred counter is exported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(deferred > 0.0, "{metrics}");
+    let before = delivered();
+    wait_for(|| delivered() >= before + 8).await;
+    let (code, _) = node.post("/api/v1/inference/pow/stop", json!({})).await;
+    assert_eq!(code, 200);
+    let mut got: Vec<(i64, String)> = rx
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
+        .map(|a| {
+            (
+                a["nonce"].as_i64().unwrap(),
+                a["vector_b64"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let n = got.len() as i64;
+    assert_eq!(got, node.direct(&(0..n).collect::<Vec<_>>(), 4));
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completions_plain_and_streaming() {
     let node = Node::start(fast()).await;

@@ -478,6 +478,12 @@ pub struct MlnodeArgs {
     pub dtype: String,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// How chat and continuous PoC generation share the model: `poc-priority` (chat gets
+    /// 503 and running chats are aborted while PoC generates, as the reference's vLLM
+    /// node does) or `chat-priority` (chat is served during PoC; PoC batches wait while
+    /// any chat is pending or running). Also `POC_CHAT_POLICY`.
+    #[arg(long, value_parser = ["poc-priority", "chat-priority"])]
+    pub poc_chat_policy: Option<String>,
     /// Largest batch_size a request may use.
     #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,

@@ -26,6 +26,13 @@ pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
         ..PocSettings::default()
     }
     .with_env(|k| std::env::var(k).ok())?;
+    let settings = PocSettings {
+        chat_policy: match &args.poc_chat_policy {
+            Some(p) => poc_mlnode::ChatPolicy::from_name(p).context("unknown chat policy")?,
+            None => settings.chat_policy,
+        },
+        ..settings
+    };
     let config = MlNodeConfig {
         model: args.model.clone(),
         served_model_names: args.served_model_names.clone(),
