@@ -145,6 +145,15 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     policy: ChatPolicy,
+    chat_max_queue: usize,
+}
+
+/// Why a chat request was not taken (it is handed back).
+pub enum ChatRefused {
+    /// PoC generation owns the model (`poc-priority`): 503.
+    Generating(ChatRequest),
+    /// As many chats as `chat_max_queue` are running or waiting: 429.
+    QueueFull(ChatRequest),
 }
 
 impl Shared {
@@ -174,12 +183,18 @@ enum Task {
 
 impl Compute {
     /// Starts the compute thread over `engine`, sharing it between chat and PoC as
-    /// `policy` says.
-    pub fn start(engine: Arc<PocEngine>, metrics: Arc<Metrics>, policy: ChatPolicy) -> Self {
+    /// `policy` says, with at most `chat_max_queue` chat sessions running or waiting.
+    pub fn start(
+        engine: Arc<PocEngine>,
+        metrics: Arc<Metrics>,
+        policy: ChatPolicy,
+        chat_max_queue: usize,
+    ) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             policy,
+            chat_max_queue: chat_max_queue.max(1),
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -259,11 +274,14 @@ impl Compute {
         self.shared.policy == ChatPolicy::PocPriority && self.generating()
     }
 
-    /// Starts a chat session; `Err` gives the request back while chat is refused.
-    pub fn chat(&self, request: ChatRequest) -> Result<(), ChatRequest> {
+    /// Starts a chat session; `Err` gives the request back with the reason it was refused.
+    pub fn chat(&self, request: ChatRequest) -> Result<(), ChatRefused> {
         let mut s = self.shared.lock();
         if self.shared.policy == ChatPolicy::PocPriority && s.generation.is_some() {
-            return Err(request);
+            return Err(ChatRefused::Generating(request));
+        }
+        if s.active_chats + s.new_chats.len() >= self.shared.chat_max_queue {
+            return Err(ChatRefused::QueueFull(request));
         }
         s.new_chats.push(request);
         drop(s);

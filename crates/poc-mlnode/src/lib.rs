@@ -139,6 +139,7 @@ pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
         Arc::clone(&engine),
         Arc::clone(&metrics),
         config.settings.chat_policy,
+        config.settings.chat_max_queue,
     );
     let state = Arc::new(server::AppState {
         compute,

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{ArtifactsResult, GenerateBody, InitGenerateBody, PocParamsBody, StatusConfig};
 use crate::callbacks::{Callbacks, Target};
 use crate::chat::{ChatCompletionRequest, ChatModel, Stop};
-use crate::compute::{ChatEvent, ChatRequest, Compute, GenerationSpec, Job};
+use crate::compute::{ChatEvent, ChatRefused, ChatRequest, Compute, GenerationSpec, Job};
 use crate::metrics::Metrics;
 use crate::settings::PocSettings;
 
@@ -611,21 +611,31 @@ async fn chat_completions(st: Shared, body: Bytes) -> Response {
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let prompt_tokens = prompt.len();
-    if st
-        .compute
-        .chat(ChatRequest {
-            prompt,
-            sampling,
-            events: tx,
-        })
-        .is_err()
-    {
-        st.metrics.chat_rejected.inc();
-        return chat_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "Service unavailable: POC generation in progress",
-        );
+    match st.compute.chat(ChatRequest {
+        prompt,
+        sampling,
+        events: tx,
+    }) {
+        Ok(()) => {}
+        Err(ChatRefused::Generating(_)) => {
+            st.metrics.chat_rejected.inc();
+            return chat_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Service unavailable: POC generation in progress",
+            );
+        }
+        Err(ChatRefused::QueueFull(_)) => {
+            st.metrics.chat_rejected.inc();
+            return chat_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "too many chat requests: {} are running or waiting; retry later",
+                    st.settings.chat_max_queue
+                ),
+            );
+        }
     }
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = SystemTime::now()

@@ -58,6 +58,8 @@ pub struct PocSettings {
     pub max_nonces_per_request: usize,
     /// `POC_CHAT_POLICY`: how chat and continuous generation share the model.
     pub chat_policy: ChatPolicy,
+    /// `POC_CHAT_MAX_QUEUE`: most chat sessions running or waiting (429 beyond).
+    pub chat_max_queue: usize,
 }
 
 impl Default for PocSettings {
@@ -74,6 +76,7 @@ impl Default for PocSettings {
             chunk_timeout: Duration::from_secs(60),
             max_nonces_per_request: 100_000,
             chat_policy: ChatPolicy::default(),
+            chat_max_queue: 256,
         }
     }
 }
@@ -130,6 +133,9 @@ impl PocSettings {
         }
         if let Some(v) = num("POC_GENERATE_CHUNK_TIMEOUT_SEC")? {
             self.chunk_timeout = Duration::from_secs_f64(v.max(0.01));
+        }
+        if let Some(v) = num("POC_CHAT_MAX_QUEUE")? {
+            self.chat_max_queue = (v as usize).max(1);
         }
         if let Some(v) = get("POC_CHAT_POLICY") {
             self.chat_policy = ChatPolicy::from_name(&v).ok_or(EnvError {

@@ -718,6 +718,48 @@ async fn chat_priority_serves_chat_during_poc_and_poc_keeps_advancing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_beyond_the_queue_limit_get_429() {
+    let settings = PocSettings {
+        chat_max_queue: 1,
+        ..fast()
+    };
+    let node = Node::start(settings).await;
+    let long = json!({"model": "tiny", "messages": [{"role": "user", "content": "go"}],
+                      "max_tokens": 400, "temperature": 0, "stream": true});
+    // A long streaming chat holds the only place; a second one is refused at once.
+    let first = node
+        .http
+        .post(format!("{}/v1/chat/completions", node.base))
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let (code, v) = node.post("/v1/chat/completions", long.clone()).await;
+    assert_eq!(code, 429, "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry later"),
+        "{v}"
+    );
+    // The first ran its whole length (greedy, so always the same: it held the place for
+    // all 400 tokens); once it is done, chat is taken again.
+    let text = first.text().await.unwrap();
+    assert!(text.contains("\"finish_reason\":\"length\""), "{text}");
+    let (code, v) = node
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completions_plain_and_streaming() {
     let node = Node::start(fast()).await;
     let (code, v) = node.get("/v1/models").await;
