@@ -138,6 +138,37 @@ struct Receiver {
     got: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
+impl Receiver {
+    /// Artifacts received so far (all callbacks).
+    fn count(&self) -> usize {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v["artifacts"].as_array().unwrap().len())
+            .sum()
+    }
+
+    /// Every received `(nonce, vector_b64)`, sorted by nonce.
+    fn artifacts(&self) -> Vec<(i64, String)> {
+        let mut all: Vec<(i64, String)> = self
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
+            .map(|a| {
+                (
+                    a["nonce"].as_i64().unwrap(),
+                    a["vector_b64"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    }
+}
+
 async fn receiver() -> Receiver {
     let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
     let g1 = Arc::clone(&got);
@@ -216,16 +247,7 @@ async fn init_generate_status_stop_and_callbacks() {
     assert_eq!(v["backends"][0]["config"]["block_hash"], "TEST_BLOCK");
     assert_eq!(v["backends"][0]["config"]["seq_len"], SEQ);
     // Artifacts arrive at the receiver in the reference's payload shape.
-    wait_for(|| {
-        rx.got
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, v)| v["artifacts"].as_array().unwrap().len())
-            .sum::<usize>()
-            >= 12
-    })
-    .await;
+    wait_for(|| rx.count() >= 12).await;
     // Chat is refused while PoC runs.
     let (code, v) = node
         .post(
@@ -263,17 +285,7 @@ async fn init_generate_status_stop_and_callbacks() {
     );
     assert!(first.get("request_id").is_none());
     // Every nonce 0, 1, 2, ... exactly once, identical to a direct computation in the same batches.
-    let mut delivered: Vec<(i64, String)> = got
-        .iter()
-        .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
-        .map(|a| {
-            (
-                a["nonce"].as_i64().unwrap(),
-                a["vector_b64"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    delivered.sort();
+    let delivered = rx.artifacts();
     let n = delivered.len() as i64;
     assert!(
         n >= 12 && n % 4 == 0,
@@ -302,32 +314,11 @@ async fn a_two_stage_pipeline_generates_the_artifacts_of_one_stage() {
         )
         .await;
     assert_eq!(code, 200, "{v}");
-    let count = || {
-        rx.got
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, v)| v["artifacts"].as_array().unwrap().len())
-            .sum::<usize>()
-    };
     // Two stages take 4 x 2 batches of 4 at a time.
-    wait_for(|| count() >= 32).await;
+    wait_for(|| rx.count() >= 32).await;
     let (code, _) = node.post("/api/v1/inference/pow/stop", json!({})).await;
     assert_eq!(code, 200);
-    let mut delivered: Vec<(i64, String)> = rx
-        .got
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
-        .map(|a| {
-            (
-                a["nonce"].as_i64().unwrap(),
-                a["vector_b64"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    delivered.sort();
+    let delivered = rx.artifacts();
     let n = delivered.len() as i64;
     assert!(
         n >= 32 && n % 32 == 0,
@@ -658,15 +649,7 @@ async fn chat_priority_serves_chat_during_poc_and_poc_keeps_advancing() {
         )
         .await;
     assert_eq!(code, 200, "{v}");
-    let delivered = || {
-        rx.got
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, v)| v["artifacts"].as_array().unwrap().len())
-            .sum::<usize>()
-    };
-    wait_for(|| delivered() >= 4).await;
+    wait_for(|| rx.count() >= 4).await;
     // Four concurrent streaming chats during generation: all complete (no 503, no
     // abort), with the text they give alone.
     let (a, b, c, d) = tokio::join!(
@@ -694,24 +677,11 @@ async fn chat_priority_serves_chat_during_poc_and_poc_keeps_advancing() {
         .parse()
         .unwrap();
     assert!(deferred > 0.0, "{metrics}");
-    let before = delivered();
-    wait_for(|| delivered() >= before + 8).await;
+    let before = rx.count();
+    wait_for(|| rx.count() >= before + 8).await;
     let (code, _) = node.post("/api/v1/inference/pow/stop", json!({})).await;
     assert_eq!(code, 200);
-    let mut got: Vec<(i64, String)> = rx
-        .got
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
-        .map(|a| {
-            (
-                a["nonce"].as_i64().unwrap(),
-                a["vector_b64"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    got.sort();
+    let got = rx.artifacts();
     let n = got.len() as i64;
     assert_eq!(got, node.direct(&(0..n).collect::<Vec<_>>(), 4));
     node.stop().await;

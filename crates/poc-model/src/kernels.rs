@@ -289,36 +289,29 @@ pub(crate) fn dequantize_fp8(
         shared_mem_bytes: 0,
     };
     let func = dev.get_or_load_custom_func("poc_dequant_fp8", MODULE, ptx()?)?;
+    // One launch, whichever element type the output has (`bf` selects it in the kernel).
+    macro_rules! launch {
+        ($t:ty) => {{
+            // SAFETY: every element is written by the kernel below.
+            let out = unsafe { dev.alloc::<$t>(n)? };
+            let mut b = func.builder();
+            b.arg(&qv);
+            b.arg(&sv);
+            b.arg(&out);
+            b.arg(&r32);
+            b.arg(&c32);
+            b.arg(&br32);
+            b.arg(&bc32);
+            b.arg(&bf);
+            // SAFETY: the arguments match the kernel's signature; `out` holds n elements.
+            unsafe { b.launch(cfg) }.w()?;
+            out
+        }};
+    }
     let slice = if bf16_out {
-        // SAFETY: every element is written by the kernel below.
-        let out = unsafe { dev.alloc::<half::bf16>(n)? };
-        let mut b = func.builder();
-        b.arg(&qv);
-        b.arg(&sv);
-        b.arg(&out);
-        b.arg(&r32);
-        b.arg(&c32);
-        b.arg(&br32);
-        b.arg(&bc32);
-        b.arg(&bf);
-        // SAFETY: the arguments match the kernel's signature; `out` holds n bf16.
-        unsafe { b.launch(cfg) }.w()?;
-        CudaStorageSlice::BF16(out)
+        CudaStorageSlice::BF16(launch!(half::bf16))
     } else {
-        // SAFETY: every element is written by the kernel below.
-        let out = unsafe { dev.alloc::<f32>(n)? };
-        let mut b = func.builder();
-        b.arg(&qv);
-        b.arg(&sv);
-        b.arg(&out);
-        b.arg(&r32);
-        b.arg(&c32);
-        b.arg(&br32);
-        b.arg(&bc32);
-        b.arg(&bf);
-        // SAFETY: as above; `out` holds n f32.
-        unsafe { b.launch(cfg) }.w()?;
-        CudaStorageSlice::F32(out)
+        CudaStorageSlice::F32(launch!(f32))
     };
     Ok((
         CudaStorage {

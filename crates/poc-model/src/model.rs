@@ -161,30 +161,16 @@ impl Linear {
                 xq.matmul(&dequantize_rows(parts)?.t()?)?
                     .to_dtype(self.dtype)?
             }
+            Weight::Fp8 { parts, .. } if x.device().is_cpu() => {
+                // W8A16 on CPUs: the dense path itself over the weight dequantized just
+                // now (the values of dequantizing at load, so the same bits).
+                let w = dequantize_rows(parts)?.to_dtype(self.dtype)?;
+                Linear::from_weight(w, None)?.forward(x)?
+            }
             Weight::Fp8 { parts, .. } => {
-                // W8A16: the values of dequantizing at load, computed just now (on GPUs
-                // straight into the compute dtype by one fused kernel).
-                let w = if x.device().is_cpu() {
-                    dequantize_rows(parts)?
-                } else {
-                    dequantize_rows_to(parts, self.dtype)?
-                };
-                if x.device().is_cpu() {
-                    // As the dense CPU path holds them: rounded to the dtype, then f32.
-                    let w = if self.dtype == DType::F32 {
-                        w
-                    } else {
-                        w.to_dtype(self.dtype)?.to_dtype(DType::F32)?
-                    };
-                    let wt = w.t()?.contiguous()?;
-                    if self.dtype == DType::F32 {
-                        x.matmul(&wt)?
-                    } else {
-                        x.to_dtype(DType::F32)?.matmul(&wt)?.to_dtype(self.dtype)?
-                    }
-                } else {
-                    x.matmul(&w.t()?)?
-                }
+                // W8A16 on GPUs: one fused kernel dequantizes straight into the compute
+                // dtype; cuBLAS reads the transposed view without a copy.
+                x.matmul(&dequantize_rows_to(parts, self.dtype)?.t()?)?
             }
         };
         Ok(match &self.bias {

@@ -262,16 +262,11 @@ pub fn plan(cfg: &ModelConfig, req: &PlanRequest) -> Result<Plan> {
     // device the f32 inputs being generated.
     let queued = 2 * t * cfg.hidden_size as u64 * e;
     let inputs = t * cfg.hidden_size as u64 * 4;
-    let fixed = |d: usize| -> u64 {
-        let mut f = act + queued + w.scratch;
-        if d == 0 {
-            f += w.embedding + inputs;
-        }
-        if d + 1 == n {
-            f += w.head;
-        }
-        f
-    };
+    // Activations and scratch of device d, and the weights it holds besides its layers.
+    let activation = |d: usize| act + queued + w.scratch + if d == 0 { inputs } else { 0 };
+    let extra_weights =
+        |d: usize| (if d == 0 { w.embedding } else { 0 }) + if d + 1 == n { w.head } else { 0 };
+    let fixed = |d: usize| activation(d) + extra_weights(d);
     // prefix[i] = bytes of layers 0..i.
     let mut prefix = vec![0u64; layers + 1];
     for (i, b) in w.layers.iter().enumerate() {
@@ -308,10 +303,8 @@ pub fn plan(cfg: &ModelConfig, req: &PlanRequest) -> Result<Plan> {
         .iter()
         .enumerate()
         .map(|(d, r)| {
-            let weight = prefix[r.end] - prefix[r.start]
-                + if d == 0 { w.embedding } else { 0 }
-                + if d + 1 == n { w.head } else { 0 };
-            let activation = act + queued + w.scratch + if d == 0 { inputs } else { 0 };
+            let weight = prefix[r.end] - prefix[r.start] + extra_weights(d);
+            let activation = activation(d);
             let total = weight + activation + req.reserve;
             DevicePlan {
                 device: d,

@@ -217,8 +217,9 @@ impl PocEngine {
         Ok(out)
     }
 
-    /// [`PocEngine::compute`] over a multi-stage model: one thread generates inputs, one
-    /// thread per stage runs its layers, the caller's thread projects the results; stages
+    /// [`PocEngine::compute`] over several stages, or one GPU stage: one thread generates
+    /// inputs, one thread per stage runs its layers, the caller's thread projects the
+    /// results; stages
     /// hand batches on through channels of depth one (bounded memory: at most two batches
     /// per stage alive).
     fn compute_pipelined(

@@ -33,7 +33,7 @@ pub fn top_k(probs: &Tensor, k: usize, norm: bool) -> Result<(Tensor, Tensor)> {
     let (_, e) = probs.dims2()?;
     if k == 0 || k > e {
         return Err(ModelError::Request(format!(
-            "top-{k} routing over {e} experts"
+            "top-k routing needs 1 <= k <= the number of experts; got k = {k} with {e} experts (check num_experts_per_tok in config.json)"
         )));
     }
     let dev = probs.device();
