@@ -1,7 +1,16 @@
 //! The compute thread: the only place the model runs. It owns the chat sessions' caches and
-//! schedules, one unit at a time: a batch of continuous PoC generation (exclusive while it
-//! is active), a chunk of a validation/generate job, or one decode step of every active chat
-//! session, alternating jobs and chat so neither waits long for the other.
+//! runs one step at a time, as the policy says (`docs/mlnode.md`, "Scheduling"):
+//!
+//! - `mixed`: one forward over PoC rows (continuous generation, or a `/generate` job when
+//!   generation is off) and chat rows within the token budget ([`crate::schedule`]);
+//!   PoC alone when no chat waits.
+//! - `chat-priority`: chat steps while any chat is running or waiting, PoC batches
+//!   otherwise; jobs alternate with chat steps.
+//! - `poc-priority`: PoC batches own the thread while generation runs (chats are
+//!   aborted and refused); otherwise jobs alternate with chat steps.
+//!
+//! A chat step feeds every running chat its last token and new prompts in chunks, in one
+//! forward.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -10,11 +19,13 @@ use std::time::{Duration, Instant};
 
 use poc_core::NonceIterator;
 use poc_model::generate::{FinishReason, Sampler, SamplingParams};
-use poc_model::{KvCache, NonceVector, PocEngine, PocParams};
+use poc_model::{ChatRows, KvCache, NonceVector, PocEngine, PocParams};
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::StatusConfig;
 use crate::metrics::Metrics;
+use crate::schedule::{self, ChatWork, PocWork, SchedulerConfig, StepPlan, StepRows};
 use crate::settings::ChatPolicy;
 
 /// Where continuous generation delivers each batch.
@@ -99,7 +110,10 @@ struct Session {
     cache: KvCache,
     sampler: Sampler,
     generated: usize,
+    /// Tokens not yet fed to the model: the rest of the prompt, then the last sample.
     input: Vec<u32>,
+    /// Whether the prompt has been fed completely.
+    decoding: bool,
 }
 
 impl Session {
@@ -111,7 +125,44 @@ impl Session {
             request,
             cache: KvCache::default(),
             generated: 0,
+            decoding: false,
         }
+    }
+
+    fn work(&self) -> ChatWork {
+        ChatWork {
+            pending: self.input.len(),
+            decoding: self.decoding,
+        }
+    }
+
+    /// Takes the logits of the session's last fed position: samples, reports, and
+    /// prepares the next input. `false` when the session is over.
+    fn advance(&mut self, logits: &[f32], max_len: usize, metrics: &Metrics) -> bool {
+        self.decoding = true;
+        let token = self.sampler.sample(logits);
+        let p = &self.request.sampling;
+        if p.stop_tokens.contains(&token) {
+            let _ = self
+                .request
+                .events
+                .send(ChatEvent::Finish(finish_name(FinishReason::Stop)));
+            return false;
+        }
+        metrics.chat_tokens.inc();
+        if self.request.events.send(ChatEvent::Token(token)).is_err() {
+            return false;
+        }
+        self.generated += 1;
+        if self.generated >= p.max_tokens || self.cache.len() + 1 >= max_len {
+            let _ = self
+                .request
+                .events
+                .send(ChatEvent::Finish(finish_name(FinishReason::Length)));
+            return false;
+        }
+        self.input = vec![token];
+        true
     }
 }
 
@@ -136,16 +187,18 @@ struct State {
     inline_jobs: VecDeque<Job>,
     queued_jobs: VecDeque<Job>,
     new_chats: Vec<ChatRequest>,
+    /// Sessions on the compute thread.
     active_chats: usize,
-    busy_generating: bool,
+    /// Of those, sessions whose prompt is not fed completely yet.
+    prefilling: usize,
+    last_step: StepRows,
     shutdown: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    policy: ChatPolicy,
-    chat_max_queue: usize,
+    config: SchedulerConfig,
 }
 
 /// Why a chat request was not taken (it is handed back).
@@ -167,42 +220,76 @@ impl Shared {
 #[error("Already generating")]
 pub struct AlreadyGenerating;
 
+/// What the scheduler is doing, for `status` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SchedulerStatus {
+    /// The policy's command-line name.
+    pub policy: &'static str,
+    /// The step token budget.
+    pub max_batch_tokens: usize,
+    /// PoC's share of the budget while chat waits (`mixed`).
+    pub poc_share: f64,
+    /// Rows of the latest step, by kind.
+    pub last_step_rows: StepRows,
+    /// Chats waiting for their first token (accepted, prompt not fed completely).
+    pub chat_queue_depth: usize,
+    /// Chats generating tokens.
+    pub chat_running: usize,
+    /// PoC nonces per second over the last seconds.
+    pub poc_nonces_per_second: f64,
+    /// Chat tokens per second over the last seconds.
+    pub chat_tokens_per_second: f64,
+}
+
 /// Handle to the compute thread.
 pub struct Compute {
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The PoC rows of a step beside chat.
+enum PocPart {
+    /// Nonces of continuous generation and where they go.
+    Generation(PocParams, Vec<i64>, BatchSink),
+    /// The next `n` nonces of a job (`inline` or queued).
+    Job(Job, bool, usize),
+}
+
 enum Task {
-    /// Continuous generation: parameters, nonces (one or several batches), where the
+    /// Continuous generation alone: parameters, nonces (one or several batches), where the
     /// vectors go, nonces per forward.
     Batch(PocParams, Vec<i64>, BatchSink, usize),
-    Job(Job, bool),
-    Chat,
+    /// The next `n` nonces of a job alone: the job, `inline`, `n`.
+    Job(Job, bool, usize),
+    /// Chat rows, with PoC rows beside them under `mixed`.
+    Step(Option<PocPart>, StepPlan),
 }
 
 impl Compute {
     /// Starts the compute thread over `engine`, sharing it between chat and PoC as
-    /// `policy` says, with at most `chat_max_queue` chat sessions running or waiting.
-    pub fn start(
-        engine: Arc<PocEngine>,
-        metrics: Arc<Metrics>,
-        policy: ChatPolicy,
-        chat_max_queue: usize,
-    ) -> Self {
+    /// `config` says.
+    pub fn start(engine: Arc<PocEngine>, metrics: Arc<Metrics>, config: SchedulerConfig) -> Self {
+        let config = SchedulerConfig {
+            chat_max_queue: config.chat_max_queue.max(1),
+            max_batch_tokens: config.max_batch_tokens.max(1),
+            poc_share: config.poc_share.clamp(0.0, 1.0),
+            ..config
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
-            policy,
-            chat_max_queue: chat_max_queue.max(1),
+            config,
         });
         let s = Arc::clone(&shared);
+        let m = Arc::clone(&metrics);
         let thread = std::thread::Builder::new()
             .name("poc-compute".into())
-            .spawn(move || run(&s, &engine, &metrics))
+            .spawn(move || run(&s, &engine, &m))
             .expect("spawn the compute thread");
         Self {
             shared,
+            metrics,
             thread: Mutex::new(Some(thread)),
         }
     }
@@ -242,8 +329,26 @@ impl Compute {
         })
     }
 
-    /// Stops continuous generation after the batch in progress (its results are delivered
-    /// to the sink first) and cancels every job not yet started. Resolves when done.
+    /// The scheduler's figures.
+    pub fn scheduler_status(&self) -> SchedulerStatus {
+        let s = self.shared.lock();
+        let c = &self.shared.config;
+        let (nonces, tokens) = self.metrics.recent_rates();
+        SchedulerStatus {
+            policy: c.policy.name(),
+            max_batch_tokens: c.max_batch_tokens,
+            poc_share: c.poc_share,
+            last_step_rows: s.last_step,
+            chat_queue_depth: s.new_chats.len() + s.prefilling,
+            chat_running: s.active_chats - s.prefilling,
+            poc_nonces_per_second: nonces,
+            chat_tokens_per_second: tokens,
+        }
+    }
+
+    /// Stops continuous generation after the step in progress (its results are delivered
+    /// to the sink first) and cancels every job not yet started. Chats go on. Resolves
+    /// when done.
     pub fn stop(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         let mut s = self.shared.lock();
@@ -271,16 +376,16 @@ impl Compute {
 
     /// Whether chat is refused right now (PoC generating under `poc-priority`).
     pub fn refuses_chat(&self) -> bool {
-        self.shared.policy == ChatPolicy::PocPriority && self.generating()
+        self.shared.config.policy == ChatPolicy::PocPriority && self.generating()
     }
 
     /// Starts a chat session; `Err` gives the request back with the reason it was refused.
     pub fn chat(&self, request: ChatRequest) -> Result<(), ChatRefused> {
         let mut s = self.shared.lock();
-        if self.shared.policy == ChatPolicy::PocPriority && s.generation.is_some() {
+        if self.shared.config.policy == ChatPolicy::PocPriority && s.generation.is_some() {
             return Err(ChatRefused::Generating(request));
         }
-        if s.active_chats + s.new_chats.len() >= self.shared.chat_max_queue {
+        if s.active_chats + s.new_chats.len() >= self.shared.config.chat_max_queue {
             return Err(ChatRefused::QueueFull(request));
         }
         s.new_chats.push(request);
@@ -314,28 +419,159 @@ impl Drop for Compute {
     }
 }
 
+/// Ends every chat, job and generation at shutdown.
+fn close_all(s: &mut State, sessions: &mut Vec<Session>) {
+    for job in s.inline_jobs.drain(..).chain(s.queued_jobs.drain(..)) {
+        let _ = job.reply.send(Err("the node is shutting down".into()));
+    }
+    for c in s.new_chats.drain(..) {
+        let _ = c.events.send(ChatEvent::Finish("abort"));
+    }
+    for sess in sessions.drain(..) {
+        let _ = sess.request.events.send(ChatEvent::Finish("abort"));
+    }
+    s.generation = None;
+    for w in s.stop_waiters.drain(..) {
+        let _ = w.send(());
+    }
+}
+
+/// The next nonces of continuous generation (`n`), marking the first batch's start.
+fn take_nonces(g: &mut Generation, n: usize, metrics: &Metrics) -> Vec<i64> {
+    if g.first_batch_at.is_none() {
+        let now = Instant::now();
+        g.first_batch_at = Some(now);
+        metrics.set_phase_switch(now - g.spec.requested_at);
+    }
+    g.spec.nonces.take_batch(n)
+}
+
+/// The next job, `inline` ones first.
+fn pop_job(s: &mut State) -> Option<(Job, bool)> {
+    s.inline_jobs
+        .pop_front()
+        .map(|j| (j, true))
+        .or_else(|| s.queued_jobs.pop_front().map(|j| (j, false)))
+}
+
+fn push_job(s: &mut State, job: Job, inline: bool) {
+    if inline {
+        s.inline_jobs.push_front(job);
+    } else {
+        s.queued_jobs.push_front(job);
+    }
+}
+
+impl Job {
+    fn work(&self) -> PocWork {
+        PocWork {
+            seq_len: self.params.seq_len,
+            batch_size: self.batch_size,
+            remaining: self.nonces.len() - self.done.len(),
+        }
+    }
+
+    /// Takes the vectors of its next nonces; `None` when it is complete (and answered).
+    fn deliver(mut self, vectors: Vec<NonceVector>) -> Option<Self> {
+        self.done.extend(vectors);
+        if self.done.len() >= self.nonces.len() {
+            let done = std::mem::take(&mut self.done);
+            let _ = self.reply.send(Ok(done));
+            None
+        } else {
+            Some(self)
+        }
+    }
+}
+
+/// Decides the next task from the state (the policy's rules; `None`: nothing to do).
+fn choose(
+    s: &mut State,
+    cfg: &SchedulerConfig,
+    chats: &[ChatWork],
+    jobs_turn: bool,
+    cursor: usize,
+    stages: usize,
+    metrics: &Metrics,
+) -> Option<Task> {
+    let chat_waiting = chats.iter().any(|c| c.pending > 0);
+    let chat_step = |poc: Option<PocWork>| {
+        schedule::plan(cfg.max_batch_tokens, cfg.poc_share, poc, chats, cursor)
+    };
+    if let Some(g) = s.generation.as_mut() {
+        let work = PocWork {
+            seq_len: g.spec.params.seq_len,
+            batch_size: g.spec.batch_size,
+            remaining: usize::MAX,
+        };
+        match cfg.policy {
+            ChatPolicy::ChatPriority if chat_waiting => {
+                // Chat has priority: the PoC batch waits for the chats.
+                metrics.poc_batches_deferred.inc();
+                return Some(Task::Step(None, chat_step(None)));
+            }
+            ChatPolicy::Mixed if chat_waiting => {
+                let plan = chat_step(Some(work));
+                let nonces = take_nonces(g, plan.poc_nonces, metrics);
+                let part =
+                    PocPart::Generation(g.spec.params.clone(), nonces, Arc::clone(&g.spec.sink));
+                return Some(Task::Step(Some(part), plan));
+            }
+            _ => {}
+        }
+        // PoC alone: with several pipeline stages, enough batches at once to keep every
+        // device busy (fill and drain cost S - 1 of 4 S batch slots).
+        let per_forward = match cfg.policy {
+            ChatPolicy::Mixed => schedule::poc_only(cfg.max_batch_tokens, work),
+            _ => g.spec.batch_size,
+        };
+        let per_task = if stages > 1 { 4 * stages } else { 1 };
+        let nonces = take_nonces(g, per_forward * per_task, metrics);
+        return Some(Task::Batch(
+            g.spec.params.clone(),
+            nonces,
+            Arc::clone(&g.spec.sink),
+            per_forward,
+        ));
+    }
+    let job = pop_job(s);
+    match (cfg.policy, job) {
+        (ChatPolicy::Mixed, Some((job, inline))) if chat_waiting => {
+            let plan = chat_step(Some(job.work()));
+            let n = plan.poc_nonces;
+            Some(Task::Step(Some(PocPart::Job(job, inline, n)), plan))
+        }
+        (ChatPolicy::Mixed, Some((job, inline))) => {
+            let n = schedule::poc_only(cfg.max_batch_tokens, job.work());
+            Some(Task::Job(job, inline, n))
+        }
+        // The other policies alternate jobs and chat steps.
+        (_, Some((job, inline))) if jobs_turn || !chat_waiting => {
+            let n = job.batch_size.min(job.work().remaining);
+            Some(Task::Job(job, inline, n))
+        }
+        (_, Some((job, inline))) => {
+            push_job(s, job, inline);
+            Some(Task::Step(None, chat_step(None)))
+        }
+        (_, None) if chat_waiting => Some(Task::Step(None, chat_step(None))),
+        (_, None) => None,
+    }
+}
+
 fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
+    let cfg = shared.config;
+    let stages = engine.model().stage_count();
+    let max_len = engine.model().max_len();
     let mut sessions: Vec<Session> = Vec::new();
     let mut jobs_turn = true;
+    let mut cursor = 0usize;
     loop {
-        let task = {
+        let (task, works) = {
             let mut s = shared.lock();
             loop {
                 if s.shutdown {
-                    let st = &mut *s;
-                    for job in st.inline_jobs.drain(..).chain(st.queued_jobs.drain(..)) {
-                        let _ = job.reply.send(Err("the node is shutting down".into()));
-                    }
-                    for c in s.new_chats.drain(..) {
-                        let _ = c.events.send(ChatEvent::Finish("abort"));
-                    }
-                    for sess in sessions.drain(..) {
-                        let _ = sess.request.events.send(ChatEvent::Finish("abort"));
-                    }
-                    s.generation = None;
-                    for w in s.stop_waiters.drain(..) {
-                        let _ = w.send(());
-                    }
+                    close_all(&mut s, &mut sessions);
                     return;
                 }
                 if s.stop_requested {
@@ -346,169 +582,198 @@ fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
                     }
                     continue;
                 }
-                if s.generation.is_some() {
-                    match shared.policy {
-                        ChatPolicy::ChatPriority
-                            if !sessions.is_empty() || !s.new_chats.is_empty() =>
-                        {
-                            // Chat has priority: the PoC batch waits for the chats.
-                            sessions.extend(s.new_chats.drain(..).map(Session::open));
-                            s.active_chats = sessions.len();
-                            metrics.poc_batches_deferred.inc();
-                            break Task::Chat;
-                        }
-                        ChatPolicy::ChatPriority => {}
-                        ChatPolicy::PocPriority => {
-                            // PoC has priority: running chats are aborted.
-                            for c in s.new_chats.drain(..) {
-                                let _ = c.events.send(ChatEvent::Finish("abort"));
-                            }
-                            for sess in sessions.drain(..) {
-                                let _ = sess.request.events.send(ChatEvent::Finish("abort"));
-                            }
-                            s.active_chats = 0;
-                        }
+                // Clients that went away free their place.
+                sessions.retain(|x| !x.request.events.is_closed());
+                if cfg.policy == ChatPolicy::PocPriority && s.generation.is_some() {
+                    // PoC has priority: running chats are aborted.
+                    for c in s.new_chats.drain(..) {
+                        let _ = c.events.send(ChatEvent::Finish("abort"));
                     }
-                    let g = s.generation.as_mut().expect("checked");
-                    // With several pipeline stages, enough batches at once to keep every
-                    // device busy (fill and drain cost S - 1 of 4 S batch slots).
-                    let stages = engine.model().stage_count();
-                    let per_task = if stages > 1 { 4 * stages } else { 1 };
-                    let nonces = g.spec.nonces.take_batch(g.spec.batch_size * per_task);
-                    if g.first_batch_at.is_none() {
-                        let now = Instant::now();
-                        g.first_batch_at = Some(now);
-                        metrics.set_phase_switch(now - g.spec.requested_at);
+                    for sess in sessions.drain(..) {
+                        let _ = sess.request.events.send(ChatEvent::Finish("abort"));
                     }
-                    let task = Task::Batch(
-                        g.spec.params.clone(),
-                        nonces,
-                        Arc::clone(&g.spec.sink),
-                        g.spec.batch_size,
-                    );
-                    s.busy_generating = true;
-                    break task;
+                } else {
+                    sessions.extend(s.new_chats.drain(..).map(Session::open));
                 }
-                sessions.extend(s.new_chats.drain(..).map(Session::open));
                 s.active_chats = sessions.len();
-                let job = s
-                    .inline_jobs
-                    .pop_front()
-                    .map(|j| (j, true))
-                    .or_else(|| s.queued_jobs.pop_front().map(|j| (j, false)));
-                match job {
-                    Some((job, inline)) if jobs_turn || sessions.is_empty() => {
-                        break Task::Job(job, inline);
-                    }
-                    Some((job, inline)) => {
-                        if inline {
-                            s.inline_jobs.push_front(job);
-                        } else {
-                            s.queued_jobs.push_front(job);
-                        }
-                        break Task::Chat;
-                    }
-                    None if !sessions.is_empty() => break Task::Chat,
-                    None => {}
+                s.prefilling = sessions.iter().filter(|x| !x.decoding).count();
+                let works: Vec<ChatWork> = sessions.iter().map(Session::work).collect();
+                if let Some(task) = choose(&mut s, &cfg, &works, jobs_turn, cursor, stages, metrics)
+                {
+                    break (task, works);
                 }
                 s = shared.wake.wait(s).unwrap_or_else(|e| e.into_inner());
             }
         };
-        jobs_turn = !jobs_turn;
-        match task {
+        let started = Instant::now();
+        let rows = match task {
             Task::Batch(params, nonces, sink, batch_size) => {
-                let started = Instant::now();
+                jobs_turn = true;
                 let result = engine.compute(&params, &nonces, batch_size, |_| {});
-                let mut s = shared.lock();
-                s.busy_generating = false;
-                match result {
-                    Ok(vectors) => {
-                        metrics.record_batch(vectors.len(), started.elapsed());
-                        if let Some(g) = s.generation.as_mut() {
-                            g.processed += vectors.len() as u64;
-                        }
-                        drop(s);
-                        sink(vectors);
-                    }
-                    Err(e) => {
-                        tracing::error!("PoC batch failed: {e}; generation stops");
-                        metrics.batch_failures.inc();
-                        s.generation = None;
-                    }
-                }
+                let rows = StepRows {
+                    poc: nonces.len() * params.seq_len,
+                    ..StepRows::default()
+                };
+                deliver_generation(shared, metrics, result, &sink, started);
+                rows
             }
-            Task::Job(mut job, inline) => {
+            Task::Job(job, inline, n) => {
+                jobs_turn = false;
                 let start = job.done.len();
-                let end = (start + job.batch_size).min(job.nonces.len());
-                let started = Instant::now();
-                match engine.compute_batch(&job.params, &job.nonces[start..end]) {
-                    Ok(v) => {
-                        metrics.record_batch(v.len(), started.elapsed());
-                        job.done.extend(v);
-                        if job.done.len() >= job.nonces.len() {
-                            let done = std::mem::take(&mut job.done);
-                            let _ = job.reply.send(Ok(done));
-                        } else {
-                            let mut s = shared.lock();
-                            if inline {
-                                s.inline_jobs.push_front(job);
-                            } else {
-                                s.queued_jobs.push_front(job);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = job.reply.send(Err(e.to_string()));
-                    }
+                let result = engine.compute_batch(&job.params, &job.nonces[start..start + n]);
+                let rows = StepRows {
+                    poc: n * job.params.seq_len,
+                    ..StepRows::default()
+                };
+                deliver_job(shared, metrics, result, job, inline, started);
+                rows
+            }
+            Task::Step(poc, plan) => {
+                jobs_turn = true;
+                cursor = cursor.wrapping_add(1);
+                let (decode, prefill) = plan.chat_rows(&works);
+                let poc_rows = match &poc {
+                    Some(PocPart::Generation(p, nonces, _)) => nonces.len() * p.seq_len,
+                    Some(PocPart::Job(job, _, n)) => n * job.params.seq_len,
+                    None => 0,
+                };
+                mixed_step(shared, engine, metrics, &mut sessions, poc, &plan, max_len);
+                StepRows {
+                    poc: poc_rows,
+                    chat_prefill: prefill,
+                    chat_decode: decode,
                 }
             }
-            Task::Chat => {
-                sessions.retain_mut(|sess| step(engine, sess, metrics));
-                shared.lock().active_chats = sessions.len();
+        };
+        metrics.record_step(rows);
+        let mut s = shared.lock();
+        s.last_step = rows;
+        s.active_chats = sessions.len();
+        s.prefilling = sessions.iter().filter(|x| !x.decoding).count();
+    }
+}
+
+/// Hands continuous generation's vectors to its sink; a failure ends generation.
+fn deliver_generation(
+    shared: &Shared,
+    metrics: &Metrics,
+    result: poc_model::Result<Vec<NonceVector>>,
+    sink: &BatchSink,
+    started: Instant,
+) {
+    let mut s = shared.lock();
+    match result {
+        Ok(vectors) => {
+            metrics.record_batch(vectors.len(), started.elapsed());
+            if let Some(g) = s.generation.as_mut() {
+                g.processed += vectors.len() as u64;
             }
+            drop(s);
+            sink(vectors);
+        }
+        Err(e) => {
+            tracing::error!("PoC batch failed: {e}; generation stops");
+            metrics.batch_failures.inc();
+            s.generation = None;
         }
     }
 }
 
-/// One decode step of a session; `false` when it is over.
-fn step(engine: &PocEngine, sess: &mut Session, metrics: &Metrics) -> bool {
-    let model = engine.model();
-    if sess.request.events.is_closed() {
-        return false;
-    }
-    let logits = match model
-        .forward_tokens(&sess.input, &mut sess.cache)
-        .and_then(|l| Ok(l.to_vec1::<f32>()?))
-    {
-        Ok(l) => l,
+/// Adds a chunk's vectors to its job: answers it when complete, else puts it back first.
+fn deliver_job(
+    shared: &Shared,
+    metrics: &Metrics,
+    result: poc_model::Result<Vec<NonceVector>>,
+    job: Job,
+    inline: bool,
+    started: Instant,
+) {
+    match result {
+        Ok(v) => {
+            metrics.record_batch(v.len(), started.elapsed());
+            if let Some(job) = job.deliver(v) {
+                push_job(&mut shared.lock(), job, inline);
+            }
+        }
         Err(e) => {
-            let _ = sess.request.events.send(ChatEvent::Error(e.to_string()));
-            return false;
+            metrics.batch_failures.inc();
+            let _ = job.reply.send(Err(e.to_string()));
+        }
+    }
+}
+
+/// One forward over the planned chat rows and PoC rows; then every chat whose input was
+/// fed completely samples its next token, and the PoC vectors go where they belong.
+fn mixed_step(
+    shared: &Shared,
+    engine: &PocEngine,
+    metrics: &Metrics,
+    sessions: &mut Vec<Session>,
+    poc: Option<PocPart>,
+    plan: &StepPlan,
+    max_len: usize,
+) {
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(plan.chat.len());
+    let mut planned = plan.chat.iter().peekable();
+    for (i, sess) in sessions.iter_mut().enumerate() {
+        if let Some(&&(j, n)) = planned.peek()
+            && j == i
+        {
+            planned.next();
+            rows.push(ChatRows {
+                tokens: &sess.input[..n],
+                cache: &mut sess.cache,
+            });
+        }
+    }
+    let input = match &poc {
+        Some(PocPart::Generation(p, nonces, _)) => Some((p, &nonces[..])),
+        Some(PocPart::Job(job, _, n)) => {
+            let start = job.done.len();
+            Some((&job.params, &job.nonces[start..start + n]))
+        }
+        None => None,
+    };
+    let result = engine.compute_mixed(input, &mut rows);
+    drop(rows);
+    let (vectors, logits) = match result {
+        Ok(r) => (Ok(r.0), Ok(r.1)),
+        Err(e) => {
+            let msg = e.to_string();
+            (Err(e), Err(msg))
         }
     };
-    let token = sess.sampler.sample(&logits);
-    let p = &sess.request.sampling;
-    if p.stop_tokens.contains(&token) {
-        let _ = sess
-            .request
-            .events
-            .send(ChatEvent::Finish(finish_name(FinishReason::Stop)));
-        return false;
+    match poc {
+        Some(PocPart::Generation(_, _, sink)) => {
+            deliver_generation(shared, metrics, vectors, &sink, started)
+        }
+        Some(PocPart::Job(job, inline, _)) => {
+            deliver_job(shared, metrics, vectors, job, inline, started)
+        }
+        None => {}
     }
-    metrics.chat_tokens.inc();
-    if sess.request.events.send(ChatEvent::Token(token)).is_err() {
-        return false;
+    let mut over = vec![false; sessions.len()];
+    for (k, &(i, n)) in plan.chat.iter().enumerate() {
+        let sess = &mut sessions[i];
+        match &logits {
+            Ok(logits) => {
+                sess.input.drain(..n);
+                if sess.input.is_empty() && !sess.advance(&logits[k], max_len, metrics) {
+                    over[i] = true;
+                }
+            }
+            Err(e) => {
+                let _ = sess.request.events.send(ChatEvent::Error(e.clone()));
+                over[i] = true;
+            }
+        }
     }
-    sess.generated += 1;
-    if sess.generated >= p.max_tokens || sess.cache.len() + 1 >= model.max_len() {
-        let _ = sess
-            .request
-            .events
-            .send(ChatEvent::Finish(finish_name(FinishReason::Length)));
-        return false;
-    }
-    sess.input = vec![token];
-    true
+    let mut i = 0;
+    sessions.retain(|_| {
+        i += 1;
+        !over[i - 1]
+    });
 }
 
 fn finish_name(f: FinishReason) -> &'static str {

@@ -5,8 +5,8 @@
 //! layer `/api/v1/pow/*`): continuous artifact generation with callbacks, validation
 //! recompute with the statistical verdict, a FIFO queue with results by request id; and
 //! OpenAI-style chat completions (`/v1/chat/completions`, streaming included). Switching
-//! between them never reloads the model. While continuous PoC generation runs, chat gets
-//! 503 (PoC has priority); validation requests interleave with chat.
+//! between them never reloads the model. While continuous PoC generation runs, chat keeps
+//! being served: by default PoC and chat rows share every forward pass ([`schedule`]).
 //!
 //! The model runs on one compute thread ([`compute`]); HTTP handling, callbacks and
 //! timers are async (tokio). This crate wires `poc-model` and `poc-core` to HTTP and knows
@@ -18,6 +18,7 @@ pub mod callbacks;
 pub mod chat;
 pub mod compute;
 pub mod metrics;
+pub mod schedule;
 mod server;
 pub mod settings;
 pub mod v1;
@@ -138,8 +139,7 @@ pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
     let compute = compute::Compute::start(
         Arc::clone(&engine),
         Arc::clone(&metrics),
-        config.settings.chat_policy,
-        config.settings.chat_max_queue,
+        config.settings.scheduler(),
     );
     let state = Arc::new(server::AppState {
         compute,

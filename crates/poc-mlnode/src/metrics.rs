@@ -1,8 +1,15 @@
 //! Counters exported at `GET /metrics` (Prometheus text format).
 
+use std::collections::VecDeque;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::schedule::StepRows;
+
+/// How far back the recent rates look.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -52,7 +59,20 @@ pub struct Metrics {
     pub poc_batches_deferred: Counter,
     /// Last phase switch (init/generate to first batch), microseconds.
     pub phase_switch_micros: AtomicU64,
+    /// Engine steps run.
+    pub steps: Counter,
+    /// Steps that held PoC rows and chat rows together (`mixed`).
+    pub mixed_steps: Counter,
+    /// Rows of those steps by kind: PoC, chat prefill, chat decode.
+    pub step_rows: [Counter; 3],
+    /// Rows of the latest step by kind.
+    pub last_step_rows: [AtomicU64; 3],
+    /// `(when, nonces total, chat tokens total)` after each step of the last seconds.
+    recent: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
+
+/// The row kinds of [`Metrics::step_rows`], as labelled in the exposition.
+const ROW_KINDS: [&str; 3] = ["poc", "chat_prefill", "chat_decode"];
 
 impl Metrics {
     /// Records one finished forward batch.
@@ -62,6 +82,46 @@ impl Metrics {
         self.batch_micros.add(took.as_micros() as u64);
     }
 
+    /// Records one engine step (after its results are counted).
+    pub fn record_step(&self, rows: StepRows) {
+        self.steps.inc();
+        if rows.poc > 0 && rows.chat_prefill + rows.chat_decode > 0 {
+            self.mixed_steps.inc();
+        }
+        for (i, n) in [rows.poc, rows.chat_prefill, rows.chat_decode]
+            .into_iter()
+            .enumerate()
+        {
+            self.step_rows[i].add(n as u64);
+            self.last_step_rows[i].store(n as u64, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_back((now, self.nonces.get(), self.chat_tokens.get()));
+        // Keep one sample older than the window as the starting point.
+        while recent.len() > 2 && now - recent[1].0 > RATE_WINDOW {
+            recent.pop_front();
+        }
+    }
+
+    /// PoC nonces and chat tokens per second over about the last ten seconds (0 when
+    /// nothing ran in them).
+    pub fn recent_rates(&self) -> (f64, f64) {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(first), Some(last)) = (recent.front(), recent.back()) else {
+            return (0.0, 0.0);
+        };
+        let now = Instant::now();
+        if now - last.0 > RATE_WINDOW || recent.len() < 2 {
+            return (0.0, 0.0);
+        }
+        let secs = (now - first.0).as_secs_f64().max(1e-6);
+        (
+            (last.1 - first.1) as f64 / secs,
+            (last.2 - first.2) as f64 / secs,
+        )
+    }
+
     /// Records the latest phase switch.
     pub fn set_phase_switch(&self, d: Duration) {
         self.phase_switch_micros
@@ -69,7 +129,13 @@ impl Metrics {
     }
 
     /// The Prometheus exposition, with the gauges passed in.
-    pub fn render(&self, generating: bool, queued_nonces: usize, active_chats: usize) -> String {
+    pub fn render(
+        &self,
+        generating: bool,
+        queued_nonces: usize,
+        active_chats: usize,
+        chat_queue_depth: usize,
+    ) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -132,6 +198,35 @@ impl Metrics {
             "Compute steps given to chat while a PoC batch waited (chat-priority).",
             self.poc_batches_deferred.get(),
         );
+        counter(
+            "poc_steps_total",
+            "Engine steps (forward passes of PoC rows, chat rows or both).",
+            self.steps.get(),
+        );
+        counter(
+            "poc_mixed_steps_total",
+            "Engine steps that held PoC rows and chat rows in one forward.",
+            self.mixed_steps.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP poc_step_rows_total Rows of engine steps by kind (PoC rows are nonces x seq_len).\n# TYPE poc_step_rows_total counter"
+        );
+        for (kind, c) in ROW_KINDS.iter().zip(&self.step_rows) {
+            let _ = writeln!(out, "poc_step_rows_total{{kind=\"{kind}\"}} {}", c.get());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP poc_last_step_rows Rows of the latest engine step by kind.\n# TYPE poc_last_step_rows gauge"
+        );
+        for (kind, c) in ROW_KINDS.iter().zip(&self.last_step_rows) {
+            let _ = writeln!(
+                out,
+                "poc_last_step_rows{{kind=\"{kind}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let (recent_nonces, recent_tokens) = self.recent_rates();
         let secs = self.batch_micros.get() as f64 / 1e6;
         let rate = if secs > 0.0 {
             self.nonces.get() as f64 / secs
@@ -158,8 +253,23 @@ impl Metrics {
         );
         gauge(
             "chat_active_sessions",
-            "Chat sessions running.",
+            "Chat sessions running or waiting.",
             active_chats as f64,
+        );
+        gauge(
+            "chat_queue_depth",
+            "Chats accepted that wait for their first token.",
+            chat_queue_depth as f64,
+        );
+        gauge(
+            "poc_recent_nonces_per_second",
+            "PoC nonces per second over the last 10 seconds.",
+            recent_nonces,
+        );
+        gauge(
+            "chat_tokens_per_second",
+            "Chat tokens per second over the last 10 seconds.",
+            recent_tokens,
         );
         gauge(
             "poc_phase_switch_seconds",

@@ -310,9 +310,15 @@ async fn status(st: Shared, layer: Layer) -> Response {
     match layer {
         Layer::Backend => axum::Json(s).into_response(),
         Layer::MlNode => {
+            // The reference's fields, plus how chat and PoC share the model.
             let mut backend = s.clone();
             backend["port"] = json!(st.port);
-            axum::Json(json!({ "status": s["status"], "backends": [backend] })).into_response()
+            axum::Json(json!({
+                "status": s["status"],
+                "backends": [backend],
+                "scheduler": st.compute.scheduler_status(),
+            }))
+            .into_response()
         }
     }
 }
@@ -580,23 +586,31 @@ async fn chat_completions(st: Shared, body: Bytes) -> Response {
         Err(e) => return chat_error(StatusCode::BAD_REQUEST, "invalid_request_error", e),
     };
     let model = st.engine.model();
-    if prompt.len() >= model.max_len() {
+    let context = model.max_len();
+    let requested = req.max_completion_tokens.or(req.max_tokens);
+    if requested == Some(0) {
+        return chat_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "max_tokens must be at least 1",
+        );
+    }
+    // The prompt and the completion must fit the context (prefill is chunked to the step
+    // budget, so any prompt that fits the context fits the budget).
+    let completion = requested.unwrap_or(256.min(context.saturating_sub(prompt.len())));
+    if prompt.len() + completion > context || prompt.len() >= context {
         return chat_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             format!(
-                "the prompt has {} tokens; the context is {}",
+                "This model's maximum context length is {context} tokens. However, you requested {} tokens ({} in the messages, {completion} in the completion). Please reduce the length of the messages or completion.",
+                prompt.len() + completion,
                 prompt.len(),
-                model.max_len()
             ),
         );
     }
     let sampling = SamplingParams {
-        max_tokens: req
-            .max_completion_tokens
-            .or(req.max_tokens)
-            .unwrap_or(256)
-            .clamp(1, model.max_len()),
+        max_tokens: completion,
         temperature: req.temperature.unwrap_or(1.0).max(0.0),
         top_p: req.top_p.unwrap_or(1.0),
         seed: req
@@ -791,6 +805,7 @@ async fn metrics(st: Shared) -> Response {
         st.compute.generating(),
         st.queued_nonces.load(Ordering::SeqCst),
         st.compute.active_chats(),
+        st.compute.scheduler_status().chat_queue_depth,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

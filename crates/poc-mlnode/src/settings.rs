@@ -6,9 +6,12 @@ use std::time::Duration;
 /// (`docs/mlnode.md`, "Scheduling").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChatPolicy {
+    /// Every step is one forward over PoC sequences and chat rows together, within a
+    /// token budget of which PoC takes at most a share while chat waits.
+    #[default]
+    Mixed,
     /// PoC owns the thread while it generates: chat gets 503 with the reference's error
     /// body and running chats are aborted (the reference's vLLM node).
-    #[default]
     PocPriority,
     /// Chat is served during PoC and has priority: PoC batches wait while any chat is
     /// pending or running (the reference's `gm/poc-layers` node).
@@ -17,11 +20,12 @@ pub enum ChatPolicy {
 
 impl ChatPolicy {
     /// Every policy.
-    pub const ALL: [ChatPolicy; 2] = [Self::PocPriority, Self::ChatPriority];
+    pub const ALL: [ChatPolicy; 3] = [Self::Mixed, Self::PocPriority, Self::ChatPriority];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Mixed => "mixed",
             Self::PocPriority => "poc-priority",
             Self::ChatPriority => "chat-priority",
         }
@@ -60,6 +64,10 @@ pub struct PocSettings {
     pub chat_policy: ChatPolicy,
     /// `POC_CHAT_MAX_QUEUE`: most chat sessions running or waiting (429 beyond).
     pub chat_max_queue: usize,
+    /// `POC_MAX_BATCH_TOKENS`: most tokens (rows) of one `mixed` step, and of a chat step.
+    pub max_batch_tokens: usize,
+    /// `POC_SHARE`: the fraction of the step budget PoC may take while chat waits.
+    pub poc_share: f64,
 }
 
 impl Default for PocSettings {
@@ -77,6 +85,8 @@ impl Default for PocSettings {
             max_nonces_per_request: 100_000,
             chat_policy: ChatPolicy::default(),
             chat_max_queue: 256,
+            max_batch_tokens: 8192,
+            poc_share: 0.8,
         }
     }
 }
@@ -94,6 +104,16 @@ pub struct EnvError {
 }
 
 impl PocSettings {
+    /// The compute thread's scheduling settings.
+    pub fn scheduler(&self) -> crate::schedule::SchedulerConfig {
+        crate::schedule::SchedulerConfig {
+            policy: self.chat_policy,
+            chat_max_queue: self.chat_max_queue,
+            max_batch_tokens: self.max_batch_tokens,
+            poc_share: self.poc_share,
+        }
+    }
+
     /// Applies the reference's environment variables on top of `self`, reading them with
     /// `get` (`std::env::var` in production).
     pub fn with_env(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
@@ -137,11 +157,24 @@ impl PocSettings {
         if let Some(v) = num("POC_CHAT_MAX_QUEUE")? {
             self.chat_max_queue = (v as usize).max(1);
         }
+        if let Some(v) = num("POC_MAX_BATCH_TOKENS")? {
+            self.max_batch_tokens = (v as usize).max(1);
+        }
+        if let Some(v) = num("POC_SHARE")? {
+            if v > 1.0 {
+                return Err(EnvError {
+                    name: "POC_SHARE".into(),
+                    value: v.to_string(),
+                    kind: "fraction between 0 and 1",
+                });
+            }
+            self.poc_share = v;
+        }
         if let Some(v) = get("POC_CHAT_POLICY") {
             self.chat_policy = ChatPolicy::from_name(&v).ok_or(EnvError {
                 name: "POC_CHAT_POLICY".into(),
                 value: v,
-                kind: "chat policy (poc-priority, chat-priority)",
+                kind: "chat policy (mixed, poc-priority, chat-priority)",
             })?;
         }
         Ok(self)
@@ -165,7 +198,8 @@ mod tests {
         assert_eq!(s.callback_interval, Duration::from_millis(500));
         assert_eq!(s.max_queued_nonces, 10);
         assert_eq!(s.result_ttl, Duration::from_secs(300));
-        assert_eq!(s.chat_policy, ChatPolicy::PocPriority);
+        assert_eq!(s.chat_policy, ChatPolicy::Mixed);
+        assert_eq!((s.max_batch_tokens, s.poc_share), (8192, 0.8));
         let chat = |k: &str| (k == "POC_CHAT_POLICY").then(|| "chat-priority".to_owned());
         assert_eq!(
             PocSettings::default().with_env(chat).unwrap().chat_policy,
@@ -173,6 +207,15 @@ mod tests {
         );
         let odd = |k: &str| (k == "POC_CHAT_POLICY").then(|| "whatever".to_owned());
         assert!(PocSettings::default().with_env(odd).is_err());
+        let budget = |k: &str| match k {
+            "POC_MAX_BATCH_TOKENS" => Some("2048".to_owned()),
+            "POC_SHARE" => Some("0.5".to_owned()),
+            _ => None,
+        };
+        let s = PocSettings::default().with_env(budget).unwrap();
+        assert_eq!((s.max_batch_tokens, s.poc_share), (2048, 0.5));
+        let greedy = |k: &str| (k == "POC_SHARE").then(|| "1.5".to_owned());
+        assert!(PocSettings::default().with_env(greedy).is_err());
         let bad = |k: &str| (k == "POC_CALLBACK_INTERVAL_SEC").then(|| "soon".to_owned());
         let e = PocSettings::default().with_env(bad).unwrap_err();
         assert_eq!(

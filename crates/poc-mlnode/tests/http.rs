@@ -9,7 +9,7 @@ use axum::routing::post;
 use candle_core::{DType, Device};
 use poc_core::InputRng;
 use poc_core::artifact::{decode_vector_f32, encode_f16, encode_vector};
-use poc_mlnode::{MlNodeConfig, PocSettings, RunningNode};
+use poc_mlnode::{ChatPolicy, MlNodeConfig, PocSettings, RunningNode};
 use poc_model::presets::{Preset, write_preset};
 use poc_model::{Checkpoint, PocEngine, PocParams, Qwen3Model};
 use serde_json::{Value, json};
@@ -204,6 +204,14 @@ fn fast() -> PocSettings {
     }
 }
 
+/// The reference vLLM node's behaviour: chat refused and aborted while PoC generates.
+fn poc_priority() -> PocSettings {
+    PocSettings {
+        chat_policy: ChatPolicy::PocPriority,
+        ..fast()
+    }
+}
+
 async fn wait_for(mut cond: impl FnMut() -> bool) {
     for _ in 0..600 {
         if cond() {
@@ -216,7 +224,7 @@ async fn wait_for(mut cond: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_generate_status_stop_and_callbacks() {
-    let node = Node::start(fast()).await;
+    let node = Node::start(poc_priority()).await;
     let rx = receiver().await;
     let (code, v) = node.get("/api/v1/inference/pow/status").await;
     assert_eq!((code, v["status"].as_str()), (200, Some("IDLE")));
@@ -248,7 +256,7 @@ async fn init_generate_status_stop_and_callbacks() {
     assert_eq!(v["backends"][0]["config"]["seq_len"], SEQ);
     // Artifacts arrive at the receiver in the reference's payload shape.
     wait_for(|| rx.count() >= 12).await;
-    // Chat is refused while PoC runs.
+    // Chat is refused while PoC runs (poc-priority).
     let (code, v) = node
         .post(
             "/v1/chat/completions",
@@ -628,39 +636,9 @@ async fn stream_chat(node: &Node, prompt: &str, max_tokens: u32) -> (String, Str
     (content, finish)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_priority_serves_chat_during_poc_and_poc_keeps_advancing() {
-    let settings = PocSettings {
-        chat_policy: poc_mlnode::ChatPolicy::ChatPriority,
-        ..fast()
-    };
-    let node = Node::start(settings).await;
-    let rx = receiver().await;
-    let prompts = ["one", "two two", "three three three", "four"];
-    // The same chats with nothing else running: the reference text.
-    let mut alone = Vec::new();
-    for p in prompts {
-        alone.push(stream_chat(&node, p, 12).await);
-    }
-    let (code, v) = node
-        .post(
-            "/api/v1/inference/pow/init/generate",
-            node.init_body(Some(&rx.url), 0, 1),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
-    wait_for(|| rx.count() >= 4).await;
-    // Four concurrent streaming chats during generation: all complete (no 503, no
-    // abort), with the text they give alone.
-    let (a, b, c, d) = tokio::join!(
-        stream_chat(&node, prompts[0], 12),
-        stream_chat(&node, prompts[1], 12),
-        stream_chat(&node, prompts[2], 12),
-        stream_chat(&node, prompts[3], 12)
-    );
-    assert_eq!(vec![a, b, c, d], alone);
-    // PoC waited for the chats (counted), then kept going.
-    let metrics = node
+/// A counter or gauge of the node's `/metrics` (the first sample of that name).
+async fn metric(node: &Node, name: &str) -> f64 {
+    let text = node
         .http
         .get(format!("{}/metrics", node.base))
         .send()
@@ -669,22 +647,137 @@ async fn chat_priority_serves_chat_during_poc_and_poc_keeps_advancing() {
         .text()
         .await
         .unwrap();
-    let deferred: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("poc_batches_deferred_total "))
-        .expect("the deferred counter is exported")
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} is not exported:\n{text}"))
         .trim()
         .parse()
-        .unwrap();
-    assert!(deferred > 0.0, "{metrics}");
-    let before = rx.count();
-    wait_for(|| rx.count() >= before + 8).await;
-    let (code, _) = node.post("/api/v1/inference/pow/stop", json!({})).await;
-    assert_eq!(code, 200);
-    let got = rx.artifacts();
-    let n = got.len() as i64;
-    assert_eq!(got, node.direct(&(0..n).collect::<Vec<_>>(), 4));
-    node.stop().await;
+        .unwrap()
+}
+
+async fn processed(node: &Node) -> u64 {
+    let (_, v) = node.get("/api/v1/inference/pow/status").await;
+    v["backends"][0]["stats"]["total_processed"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_are_served_during_poc_and_poc_keeps_advancing() {
+    let prompts = ["one", "two two", "three three three", "four"];
+    for policy in [ChatPolicy::Mixed, ChatPolicy::ChatPriority] {
+        let node = Node::start(PocSettings {
+            chat_policy: policy,
+            ..fast()
+        })
+        .await;
+        let rx = receiver().await;
+        // The same chats with nothing else running: the reference text.
+        let mut alone = Vec::new();
+        for p in prompts {
+            alone.push(stream_chat(&node, p, 24).await);
+        }
+        let (code, v) = node
+            .post(
+                "/api/v1/inference/pow/init/generate",
+                node.init_body(Some(&rx.url), 0, 1),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        wait_for(|| rx.count() >= 4).await;
+        // Four concurrent streaming chats during generation: all complete (no 503, no
+        // abort), with the text they give alone.
+        let before = processed(&node).await;
+        let (a, b, c, d) = tokio::join!(
+            stream_chat(&node, prompts[0], 24),
+            stream_chat(&node, prompts[1], 24),
+            stream_chat(&node, prompts[2], 24),
+            stream_chat(&node, prompts[3], 24)
+        );
+        let during = processed(&node).await - before;
+        assert_eq!(vec![a, b, c, d], alone, "{policy:?}");
+        match policy {
+            ChatPolicy::Mixed => {
+                // PoC advanced while the chats streamed, in the same forwards.
+                assert!(during > 0, "no PoC progress during the chats");
+                assert!(metric(&node, "poc_mixed_steps_total").await > 0.0);
+                let (_, v) = node.get("/api/v1/inference/pow/status").await;
+                assert_eq!(v["scheduler"]["policy"], "mixed", "{v}");
+                assert!(v["scheduler"]["last_step_rows"]["poc"].as_u64().unwrap() > 0);
+            }
+            _ => {
+                // PoC waited for the chats (counted), then kept going.
+                assert!(metric(&node, "poc_batches_deferred_total").await > 0.0);
+            }
+        }
+        let before = rx.count();
+        wait_for(|| rx.count() >= before + 8).await;
+        let (code, _) = node.post("/api/v1/inference/pow/stop", json!({})).await;
+        assert_eq!(code, 200);
+        let got = rx.artifacts();
+        let n = got.len() as i64;
+        assert_eq!(
+            got,
+            node.direct(&(0..n).collect::<Vec<_>>(), 4),
+            "{policy:?}"
+        );
+        assert!(metric(&node, "chat_tokens_total").await >= 4.0 * 24.0);
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_poc_on_and_off_under_chat_load_loses_nothing() {
+    let node = Arc::new(Node::start(fast()).await);
+    let prompts: Vec<String> = (0..6).map(|i| format!("chat number {i}")).collect();
+    let mut alone = Vec::new();
+    for p in &prompts {
+        alone.push(stream_chat(&node, p, 300).await);
+    }
+    // Six streaming chats, started one after another, while PoC is switched on and off.
+    let mut chats = Vec::new();
+    for p in prompts.clone() {
+        let node = Arc::clone(&node);
+        chats.push(tokio::spawn(
+            async move { stream_chat(&node, &p, 300).await },
+        ));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    for round in 0..3 {
+        let rx = receiver().await;
+        let (code, v) = node
+            .post(
+                "/api/v1/inference/pow/init/generate",
+                node.init_body(Some(&rx.url), 0, 1),
+            )
+            .await;
+        assert_eq!(code, 200, "round {round}: {v}");
+        wait_for(|| rx.count() >= 4).await;
+        // Under load: the chats are still streaming when PoC is switched off.
+        assert!(
+            metric(&node, "chat_active_sessions").await > 0.0,
+            "round {round}: the chats ended before PoC was switched off"
+        );
+        let (code, _) = node.post("/api/v1/inference/pow/stop", json!({})).await;
+        assert_eq!(code, 200);
+        // Every artifact of the round arrived, each nonce once, as computed directly.
+        let got = rx.artifacts();
+        let n = got.len() as i64;
+        assert_eq!(
+            got,
+            node.direct(&(0..n).collect::<Vec<_>>(), 4),
+            "round {round}"
+        );
+    }
+    let mut texts = Vec::new();
+    for c in chats {
+        texts.push(c.await.unwrap());
+    }
+    assert_eq!(texts, alone, "every chat completed with its own text");
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.stop().await,
+        Err(_) => panic!("the chats still hold the node"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -777,6 +870,26 @@ async fn chat_completions_plain_and_streaming() {
         streamed,
         a["choices"][0]["message"]["content"].as_str().unwrap()
     );
+    // A completion that cannot fit the context: 400 with the numbers.
+    let (code, v) = node
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("maximum context length is 4096 tokens"),
+        "{msg}"
+    );
+    let (code, v) = node
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
     // Unknown model.
     let (code, _) = node
         .post(
@@ -790,7 +903,7 @@ async fn chat_completions_plain_and_streaming() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poc_preempts_a_running_chat_within_milliseconds() {
-    let node = Node::start(fast()).await;
+    let node = Node::start(poc_priority()).await;
     let mut body = json!({"messages": [{"role": "user", "content": "tell me everything"}], "max_tokens": 3000, "temperature": 0.9, "seed": 1});
     body["stream"] = json!(true);
     let resp = node

@@ -31,7 +31,7 @@ pub mod weights;
 pub use config::{Architecture, ModelConfig};
 pub use error::{ModelError, Result};
 pub use fp8::Fp8Path;
-pub use model::{KvCache, LoadOptions, Qwen3Model};
+pub use model::{ChatRows, KvCache, LoadOptions, MixedOutput, PocRows, Qwen3Model};
 pub use poc::{NonceVector, PocEngine, PocParams};
 pub use synthetic::SyntheticWeights;
 pub use weights::{Checkpoint, WeightSource};

@@ -512,44 +512,76 @@ impl Attention {
         })
     }
 
-    /// `x: [b * l, H]` → `[b * l, H]`.
-    fn forward(
-        &self,
-        x: &Tensor,
-        b: usize,
-        l: usize,
-        cos: &Tensor,
-        sin: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Result<Tensor> {
-        let project = |lin: &Linear, heads: usize, norm: Option<&Tensor>| -> Result<Tensor> {
-            let y = lin.forward(x)?.reshape((b, l, heads, self.head_dim))?;
-            let y = match norm {
-                Some(w) => rms_norm(&y, w, self.eps)?,
-                None => y,
+    /// `x`: the rows of every segment, one after the other, `[rows, H]` → `[rows, H]`.
+    /// The projections run once over all rows; norms, rotary embedding and attention run
+    /// per segment (a segment only ever attends to itself and its own cache).
+    fn forward(&self, x: &Tensor, segs: &mut [Segment<'_>], rotary: &Rotary) -> Result<Tensor> {
+        let q_all = self.q.forward(x)?;
+        let k_all = self.k.forward(x)?;
+        let v_all = self.v.forward(x)?;
+        let single = segs.len() == 1;
+        let mut outs = Vec::with_capacity(segs.len());
+        let mut offset = 0;
+        for seg in segs.iter_mut() {
+            let (b, l) = (seg.b, seg.l);
+            let rows = b * l;
+            let (cos, sin) = rotary.at(seg.start, l)?;
+            let part = |t: &Tensor| -> Result<Tensor> {
+                Ok(if single {
+                    t.clone()
+                } else {
+                    t.narrow(0, offset, rows)?
+                })
             };
-            let y = y.transpose(1, 2)?.contiguous()?;
-            Ok(match norm {
-                Some(_) => candle_nn::rotary_emb::rope(&y, cos, sin)?,
-                None => y,
-            })
-        };
-        let q = project(&self.q, self.heads, Some(&self.q_norm))?;
-        let mut k = project(&self.k, self.kv_heads, Some(&self.k_norm))?;
-        let mut v = project(&self.v, self.kv_heads, None)?;
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
+            let shape = |y: Tensor, heads: usize, norm: Option<&Tensor>| -> Result<Tensor> {
+                let y = y.reshape((b, l, heads, self.head_dim))?;
+                let y = match norm {
+                    Some(w) => rms_norm(&y, w, self.eps)?,
+                    None => y,
+                };
+                let y = y.transpose(1, 2)?.contiguous()?;
+                Ok(match norm {
+                    Some(_) => candle_nn::rotary_emb::rope(&y, &cos, &sin)?,
+                    None => y,
+                })
+            };
+            let q = shape(part(&q_all)?, self.heads, Some(&self.q_norm))?;
+            let mut k = shape(part(&k_all)?, self.kv_heads, Some(&self.k_norm))?;
+            let mut v = shape(part(&v_all)?, self.kv_heads, None)?;
+            if let Some(slot) = seg.cache.as_deref_mut() {
+                if let Some((pk, pv)) = slot.as_ref() {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                *slot = Some((k.clone(), v.clone()));
             }
-            *slot = Some((k.clone(), v.clone()));
+            let out = attend(&q, &k, &v, self.heads, self.kv_heads)?.to_dtype(x.dtype())?;
+            outs.push(
+                out.transpose(1, 2)?
+                    .reshape((rows, self.heads * self.head_dim))?,
+            );
+            offset += rows;
         }
-        let out = attend(&q, &k, &v, self.heads, self.kv_heads)?.to_dtype(x.dtype())?;
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b * l, self.heads * self.head_dim))?;
+        let out = if single {
+            outs.pop().expect("one segment")
+        } else {
+            Tensor::cat(&outs, 0)?
+        };
         self.o.forward(&out)
     }
+}
+
+/// Cached keys and values of one layer of one sequence: `[1, kv_heads, positions, d]` each.
+type KvSlot = Option<(Tensor, Tensor)>;
+
+/// A run of consecutive rows of a layer's input: `b` sequences of `l` positions each,
+/// the first at position `start`. PoC prefill rows have no cache (positions from 0);
+/// a chat sequence (`b = 1`) extends its cache.
+struct Segment<'c> {
+    b: usize,
+    l: usize,
+    start: usize,
+    cache: Option<&'c mut KvSlot>,
 }
 
 /// SwiGLU MLP: `down(silu(gate(x)) * up(x))`, with the gate and up projections fused
@@ -723,20 +755,22 @@ impl DecoderLayer {
     }
 
     /// vLLM-style layer: returns `(ffn output, residual)`; their sum is the layer output.
+    /// The rows of all segments go through the norms, projections and the MoE block
+    /// together (each row on its own: routing, norms and products are per row); only
+    /// attention looks at the segments ([`Attention::forward`]).
     fn forward(
         &self,
         hidden: &Tensor,
         residual: Option<&Tensor>,
-        (b, l): (usize, usize),
-        (cos, sin): (&Tensor, &Tensor),
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        segs: &mut [Segment<'_>],
+        rotary: &Rotary,
     ) -> Result<(Tensor, Tensor)> {
         let res = match residual {
             None => hidden.clone(),
             Some(r) => (hidden + r)?,
         };
         let h = rms_norm(&res, &self.input_norm, self.eps)?;
-        let a = self.attn.forward(&h, b, l, cos, sin, cache)?;
+        let a = self.attn.forward(&h, segs, rotary)?;
         let res = (a + res)?;
         let h = rms_norm(&res, &self.post_norm, self.eps)?;
         let out = match &self.ffn {
@@ -993,16 +1027,71 @@ impl Qwen3Model {
         hook: &LayerHook<'_>,
     ) -> Result<(Tensor, Tensor)> {
         self.check_len(l)?;
+        self.run_stage(
+            stage,
+            hidden,
+            residual,
+            Some((b, l)),
+            Some(hook),
+            &mut [],
+            &[],
+        )
+    }
+
+    /// The decoder layers of one stage over a step's rows: the PoC rows (`poc`: `b`
+    /// sequences of `l`) first, then each chat segment at its cache position `starts[i]`.
+    /// `hook` sees the PoC rows only.
+    #[allow(clippy::too_many_arguments)]
+    fn run_stage(
+        &self,
+        stage: usize,
+        hidden: Tensor,
+        residual: Option<Tensor>,
+        poc: Option<(usize, usize)>,
+        hook: Option<&LayerHook<'_>>,
+        chats: &mut [ChatRows<'_>],
+        starts: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
         let st = self.stages.get(stage).ok_or_else(|| {
             ModelError::Request(format!("stage {stage} of {}", self.stages.len()))
         })?;
-        let (cos, sin) = st.rotary.at(0, l)?;
         let mut hidden = hidden.to_device(&st.device)?;
         let mut residual = residual.map(|r| r.to_device(&st.device)).transpose()?;
+        let total = hidden.dim(0)?;
+        let poc_rows = poc.map_or(0, |(b, l)| b * l);
         for i in st.layers.clone() {
+            let mut segs = Vec::with_capacity(chats.len() + 1);
+            if let Some((b, l)) = poc {
+                segs.push(Segment {
+                    b,
+                    l,
+                    start: 0,
+                    cache: None,
+                });
+            }
+            for (c, &start) in chats.iter_mut().zip(starts) {
+                segs.push(Segment {
+                    b: 1,
+                    l: c.tokens.len(),
+                    start,
+                    cache: Some(&mut c.cache.layers[i]),
+                });
+            }
             let (h, r) =
-                self.layers[i].forward(&hidden, residual.as_ref(), (b, l), (&cos, &sin), None)?;
-            let (h, r) = hook(i, h, r)?;
+                self.layers[i].forward(&hidden, residual.as_ref(), &mut segs, &st.rotary)?;
+            let (h, r) = match hook {
+                Some(hook) if poc_rows == total => hook(i, h, r)?,
+                Some(hook) if poc_rows > 0 => {
+                    // The PoC transform touches the PoC rows only.
+                    let rest = total - poc_rows;
+                    let (ph, pr) = hook(i, h.narrow(0, 0, poc_rows)?, r.narrow(0, 0, poc_rows)?)?;
+                    (
+                        Tensor::cat(&[&ph, &h.narrow(0, poc_rows, rest)?], 0)?,
+                        Tensor::cat(&[&pr, &r.narrow(0, poc_rows, rest)?], 0)?,
+                    )
+                }
+                _ => (h, r),
+            };
             hidden = h;
             residual = Some(r);
         }
@@ -1032,7 +1121,7 @@ impl Qwen3Model {
     /// (positions 0..l-1, causal attention within each sequence, no cache); `hook` runs
     /// after every layer on its `(hidden, residual)` output. Returns the last position of
     /// every sequence after the final norm, `[b, H]` in f32. The stages run one after the
-    /// other; [`crate::pipeline`] overlaps them across batches.
+    /// other; [`crate::poc::PocEngine::compute`] overlaps them across batches.
     pub fn forward_embeds_last(
         &self,
         inputs: &Tensor,
@@ -1053,39 +1142,132 @@ impl Qwen3Model {
     /// Runs `tokens` (one sequence) through the model, extending `cache`; returns the
     /// logits of the last position in f32, `[vocab]`.
     pub fn forward_tokens(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let start = cache.len();
-        let l = tokens.len();
-        self.check_len(start + l)?;
-        if cache.layers.len() != self.layers.len() {
-            cache.layers = vec![None; self.layers.len()];
-        }
-        let ids = Tensor::from_slice(tokens, l, self.device())?;
-        let mut hidden = self.embed_tokens.index_select(&ids, 0)?;
-        let mut residual: Option<Tensor> = None;
-        for st in &self.stages {
-            let (cos, sin) = st.rotary.at(start, l)?;
-            hidden = hidden.to_device(&st.device)?;
-            residual = residual.map(|r| r.to_device(&st.device)).transpose()?;
-            for i in st.layers.clone() {
-                let slot = &mut cache.layers[i];
-                let (h, r) = self.layers[i].forward(
-                    &hidden,
-                    residual.as_ref(),
-                    (1, l),
-                    (&cos, &sin),
-                    Some(slot),
-                )?;
-                hidden = h;
-                residual = Some(r);
+        let out = self.forward_mixed(None, &mut [ChatRows { tokens, cache }])?;
+        Ok(out.chat_logits.expect("one chat sequence").squeeze(0)?)
+    }
+
+    /// One step over a mixed token batch (`docs/mlnode.md`, "Scheduling"): PoC prefill rows
+    /// (`poc`, reflections applied to those rows only, no cache) and chat rows (each
+    /// sequence's next tokens: a prefill chunk or one decode token, appended to its cache).
+    /// Linear and MoE layers run once over all rows; attention runs per segment. The PoC
+    /// result is that of [`Qwen3Model::forward_embeds_last`] on the PoC rows alone, and each
+    /// chat's logits those of [`Qwen3Model::forward_tokens`] on its tokens alone, up to the
+    /// matrix products' summation order (`tests/engine.rs` measures it).
+    pub fn forward_mixed(
+        &self,
+        poc: Option<PocRows<'_>>,
+        chats: &mut [ChatRows<'_>],
+    ) -> Result<MixedOutput> {
+        let shape = poc.as_ref().map(|p| (p.b, p.l));
+        if let Some((b, l)) = shape {
+            self.check_len(l)?;
+            if b == 0 {
+                return Err(ModelError::Request("a PoC part needs a sequence".into()));
             }
         }
-        let total = match residual {
-            Some(r) => (hidden.i(l - 1..l)? + r.i(l - 1..l)?)?,
-            None => hidden.i(l - 1..l)?,
+        let mut starts = Vec::with_capacity(chats.len());
+        for c in chats.iter_mut() {
+            if c.tokens.is_empty() {
+                return Err(ModelError::Request("a chat part needs a token".into()));
+            }
+            let start = c.cache.len();
+            self.check_len(start + c.tokens.len())?;
+            if c.cache.layers.len() != self.layers.len() {
+                c.cache.layers = vec![None; self.layers.len()];
+            }
+            starts.push(start);
+        }
+        if shape.is_none() && chats.is_empty() {
+            return Ok(MixedOutput {
+                poc_last: None,
+                chat_logits: None,
+            });
+        }
+        let mut parts = Vec::with_capacity(2);
+        if let Some(p) = &poc {
+            parts.push(p.inputs.to_device(self.device())?);
+        }
+        if !chats.is_empty() {
+            let ids: Vec<u32> = chats
+                .iter()
+                .flat_map(|c| c.tokens.iter().copied())
+                .collect();
+            let n = ids.len();
+            let ids = Tensor::from_vec(ids, n, self.device())?;
+            parts.push(self.embed_tokens.index_select(&ids, 0)?);
+        }
+        let mut hidden = if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            Tensor::cat(&parts, 0)?
         };
-        let h = rms_norm(&total, &self.norm, self.config.rms_norm_eps)?;
-        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?.squeeze(0)?)
+        let hook = poc.as_ref().map(|p| p.hook);
+        let mut residual = None;
+        for s in 0..self.stages.len() {
+            let (h, r) = self.run_stage(s, hidden, residual, shape, hook, chats, &starts)?;
+            hidden = h;
+            residual = Some(r);
+        }
+        let residual = residual.expect("a stage");
+        let poc_rows = shape.map_or(0, |(b, l)| b * l);
+        let poc_last = match shape {
+            Some(bl) if chats.is_empty() => Some(self.finish_last(&hidden, &residual, bl)?),
+            Some(bl) => Some(self.finish_last(
+                &hidden.narrow(0, 0, poc_rows)?,
+                &residual.narrow(0, 0, poc_rows)?,
+                bl,
+            )?),
+            None => None,
+        };
+        let chat_logits = if chats.is_empty() {
+            None
+        } else {
+            let mut last = Vec::with_capacity(chats.len());
+            let mut end = poc_rows;
+            for c in chats.iter() {
+                end += c.tokens.len();
+                last.push((end - 1) as u32);
+            }
+            let n = last.len();
+            let idx = Tensor::from_vec(last, n, hidden.device())?;
+            let total = (hidden.index_select(&idx, 0)? + residual.index_select(&idx, 0)?)?;
+            let h = rms_norm(&total, &self.norm, self.config.rms_norm_eps)?;
+            Some(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+        };
+        Ok(MixedOutput {
+            poc_last,
+            chat_logits,
+        })
     }
+}
+
+/// One chat sequence's share of a [`Qwen3Model::forward_mixed`] step.
+pub struct ChatRows<'a> {
+    /// Its next tokens: a prefill chunk or one decode token.
+    pub tokens: &'a [u32],
+    /// Its cache, extended by `tokens`.
+    pub cache: &'a mut KvCache,
+}
+
+/// The PoC share of a [`Qwen3Model::forward_mixed`] step.
+pub struct PocRows<'a> {
+    /// `[b * l, H]` input embeddings in the compute dtype, on the first device.
+    pub inputs: Tensor,
+    /// Sequences.
+    pub b: usize,
+    /// Positions per sequence.
+    pub l: usize,
+    /// Runs after every layer on the PoC rows' `(hidden, residual)` only.
+    pub hook: &'a LayerHook<'a>,
+}
+
+/// What a [`Qwen3Model::forward_mixed`] step returns.
+#[derive(Debug)]
+pub struct MixedOutput {
+    /// The last position of every PoC sequence after the final norm, `[b, H]` in f32.
+    pub poc_last: Option<Tensor>,
+    /// The logits of each chat sequence's last new position, `[chats, vocab]` in f32.
+    pub chat_logits: Option<Tensor>,
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use poc_core::projection::project_hidden;
 use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
-use crate::model::Qwen3Model;
+use crate::model::{ChatRows, PocRows, Qwen3Model};
 
 /// What one PoC computation is seeded with and how it is shaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +187,52 @@ impl PocEngine {
             .forward_embeds_last(&inputs, b, l, &reflect_hook(&vs))?
             .to_vec2::<f32>()?;
         project_all(p, nonces, &last)
+    }
+
+    /// One step of PoC rows beside chat rows ([`Qwen3Model::forward_mixed`]): the artifact
+    /// vectors of `poc`'s nonces (those [`PocEngine::compute_batch`] gives) and, per chat
+    /// sequence, the logits of its last new position.
+    pub fn compute_mixed(
+        &self,
+        poc: Option<(&PocParams, &[i64])>,
+        chats: &mut [ChatRows<'_>],
+    ) -> Result<(Vec<NonceVector>, Vec<Vec<f32>>)> {
+        let poc = poc.filter(|(_, nonces)| !nonces.is_empty());
+        let model = &self.model;
+        let h = model.config().hidden_size;
+        let (vs, inputs) = match poc {
+            Some((p, nonces)) => {
+                self.check(p)?;
+                let inputs = Tensor::from_vec(
+                    self.inputs(p, nonces),
+                    (nonces.len() * p.seq_len, h),
+                    model.device(),
+                )?
+                .to_dtype(model.dtype())?;
+                (Some(self.reflections(&p.block_hash)?), Some(inputs))
+            }
+            None => (None, None),
+        };
+        let hook = vs.as_deref().map(|vs| reflect_hook(vs));
+        let rows = match (poc, inputs, &hook) {
+            (Some((p, nonces)), Some(inputs), Some(hook)) => Some(PocRows {
+                inputs,
+                b: nonces.len(),
+                l: p.seq_len,
+                hook,
+            }),
+            _ => None,
+        };
+        let out = model.forward_mixed(rows, chats)?;
+        let vectors = match (poc, out.poc_last) {
+            (Some((p, nonces)), Some(last)) => project_all(p, nonces, &last.to_vec2::<f32>()?)?,
+            _ => vec![],
+        };
+        let logits = match out.chat_logits {
+            Some(l) => l.to_vec2::<f32>()?,
+            None => vec![],
+        };
+        Ok((vectors, logits))
     }
 
     /// Many nonces in consecutive batches of `batch_size` (in the given order);

@@ -478,12 +478,24 @@ pub struct MlnodeArgs {
     pub dtype: String,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// How chat and continuous PoC generation share the model: `poc-priority` (chat gets
-    /// 503 and running chats are aborted while PoC generates, as the reference's vLLM
-    /// node does) or `chat-priority` (chat is served during PoC; PoC batches wait while
-    /// any chat is pending or running). Also `POC_CHAT_POLICY`.
-    #[arg(long, value_parser = ["poc-priority", "chat-priority"])]
+    /// How chat and continuous PoC generation share the model. `mixed` (the default):
+    /// every step is one forward over PoC sequences and chat rows together, within
+    /// `--max-batch-tokens`, PoC taking at most `--poc-share` of it while chat waits.
+    /// `chat-priority`: chat is served during PoC and PoC batches wait while any chat is
+    /// pending or running (the reference's gm/poc-layers node). `poc-priority`: chat gets
+    /// 503 and running chats are aborted while PoC generates (the reference's vLLM node).
+    /// Also `POC_CHAT_POLICY`.
+    #[arg(long, value_parser = ["mixed", "chat-priority", "poc-priority"])]
     pub poc_chat_policy: Option<String>,
+    /// Most tokens (rows) of one engine step: PoC rows count seq_len per nonce, chat rows
+    /// one per decode token or prompt token (prompts are fed in chunks). Bounds the
+    /// latency of a step. Also `POC_MAX_BATCH_TOKENS` [default: 8192].
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
+    /// The fraction of the step budget PoC rows may take while chat waits (`mixed`);
+    /// chat gets at least the rest. Also `POC_SHARE` [default: 0.8].
+    #[arg(long)]
+    pub poc_share: Option<f64>,
     /// Largest batch_size a request may use.
     #[arg(long, default_value_t = 32)]
     pub max_batch_size: usize,

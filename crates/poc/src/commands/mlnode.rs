@@ -31,6 +31,17 @@ pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
             Some(p) => poc_mlnode::ChatPolicy::from_name(p).context("unknown chat policy")?,
             None => settings.chat_policy,
         },
+        max_batch_tokens: args
+            .max_batch_tokens
+            .unwrap_or(settings.max_batch_tokens)
+            .max(1),
+        poc_share: match args.poc_share {
+            Some(f) if !(0.0..=1.0).contains(&f) => {
+                anyhow::bail!("--poc-share {f} must be a fraction between 0 and 1 (e.g. 0.8)")
+            }
+            Some(f) => f,
+            None => settings.poc_share,
+        },
         ..settings
     };
     let config = MlNodeConfig {
