@@ -114,12 +114,15 @@ struct Session {
     input: Vec<u32>,
     /// Whether the prompt has been fed completely.
     decoding: bool,
+    /// When the request was accepted, then when its latest token was sent.
+    last_event: Instant,
 }
 
 impl Session {
-    /// A session for a new chat request: its prompt is the first input.
-    fn open(request: ChatRequest) -> Self {
+    /// A session for a chat request accepted at `accepted`: its prompt is the first input.
+    fn open((request, accepted): (ChatRequest, Instant)) -> Self {
         Self {
+            last_event: accepted,
             sampler: Sampler::new(&request.sampling),
             input: request.prompt.clone(),
             request,
@@ -136,33 +139,34 @@ impl Session {
         }
     }
 
-    /// Takes the logits of the session's last fed position: samples, reports, and
-    /// prepares the next input. `false` when the session is over.
-    fn advance(&mut self, logits: &[f32], max_len: usize, metrics: &Metrics) -> bool {
+    /// Takes the logits of the session's last fed position: samples, reports the token,
+    /// and prepares the next input. `Some(event)` when the session is over: the event
+    /// that ends it, sent by the caller once the session no longer counts as running.
+    fn advance(&mut self, logits: &[f32], max_len: usize, metrics: &Metrics) -> Option<ChatEvent> {
         self.decoding = true;
         let token = self.sampler.sample(logits);
         let p = &self.request.sampling;
         if p.stop_tokens.contains(&token) {
-            let _ = self
-                .request
-                .events
-                .send(ChatEvent::Finish(finish_name(FinishReason::Stop)));
-            return false;
+            return Some(ChatEvent::Finish(finish_name(FinishReason::Stop)));
         }
         metrics.chat_tokens.inc();
         if self.request.events.send(ChatEvent::Token(token)).is_err() {
-            return false;
+            return Some(ChatEvent::Finish("abort"));
         }
+        let now = Instant::now();
+        let latency = if self.generated == 0 {
+            &metrics.chat_ttft
+        } else {
+            &metrics.chat_itl
+        };
+        latency.observe(now - self.last_event);
+        self.last_event = now;
         self.generated += 1;
         if self.generated >= p.max_tokens || self.cache.len() + 1 >= max_len {
-            let _ = self
-                .request
-                .events
-                .send(ChatEvent::Finish(finish_name(FinishReason::Length)));
-            return false;
+            return Some(ChatEvent::Finish(finish_name(FinishReason::Length)));
         }
         self.input = vec![token];
-        true
+        None
     }
 }
 
@@ -186,7 +190,7 @@ struct State {
     stop_requested: bool,
     inline_jobs: VecDeque<Job>,
     queued_jobs: VecDeque<Job>,
-    new_chats: Vec<ChatRequest>,
+    new_chats: Vec<(ChatRequest, Instant)>,
     /// Sessions on the compute thread.
     active_chats: usize,
     /// Of those, sessions whose prompt is not fed completely yet.
@@ -388,7 +392,7 @@ impl Compute {
         if s.active_chats + s.new_chats.len() >= self.shared.config.chat_max_queue {
             return Err(ChatRefused::QueueFull(request));
         }
-        s.new_chats.push(request);
+        s.new_chats.push((request, Instant::now()));
         drop(s);
         self.shared.wake.notify_all();
         Ok(())
@@ -424,7 +428,7 @@ fn close_all(s: &mut State, sessions: &mut Vec<Session>) {
     for job in s.inline_jobs.drain(..).chain(s.queued_jobs.drain(..)) {
         let _ = job.reply.send(Err("the node is shutting down".into()));
     }
-    for c in s.new_chats.drain(..) {
+    for (c, _) in s.new_chats.drain(..) {
         let _ = c.events.send(ChatEvent::Finish("abort"));
     }
     for sess in sessions.drain(..) {
@@ -586,7 +590,7 @@ fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
                 sessions.retain(|x| !x.request.events.is_closed());
                 if cfg.policy == ChatPolicy::PocPriority && s.generation.is_some() {
                     // PoC has priority: running chats are aborted.
-                    for c in s.new_chats.drain(..) {
+                    for (c, _) in s.new_chats.drain(..) {
                         let _ = c.events.send(ChatEvent::Finish("abort"));
                     }
                     for sess in sessions.drain(..) {
@@ -646,10 +650,7 @@ fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
             }
         };
         metrics.record_step(rows);
-        let mut s = shared.lock();
-        s.last_step = rows;
-        s.active_chats = sessions.len();
-        s.prefilling = sessions.iter().filter(|x| !x.decoding).count();
+        shared.lock().last_step = rows;
     }
 }
 
@@ -753,27 +754,45 @@ fn mixed_step(
         }
         None => {}
     }
-    let mut over = vec![false; sessions.len()];
+    let mut ending: Vec<Option<ChatEvent>> = vec![None; sessions.len()];
     for (k, &(i, n)) in plan.chat.iter().enumerate() {
         let sess = &mut sessions[i];
-        match &logits {
+        ending[i] = match &logits {
             Ok(logits) => {
                 sess.input.drain(..n);
-                if sess.input.is_empty() && !sess.advance(&logits[k], max_len, metrics) {
-                    over[i] = true;
+                if sess.input.is_empty() {
+                    sess.advance(&logits[k], max_len, metrics)
+                } else {
+                    None
                 }
             }
-            Err(e) => {
-                let _ = sess.request.events.send(ChatEvent::Error(e.clone()));
-                over[i] = true;
-            }
-        }
+            Err(e) => Some(ChatEvent::Error(e.clone())),
+        };
     }
+    let mut last_events = Vec::new();
     let mut i = 0;
-    sessions.retain(|_| {
+    sessions.retain(|sess| {
         i += 1;
-        !over[i - 1]
+        match ending[i - 1].take() {
+            Some(ev) => {
+                last_events.push((sess.request.events.clone(), ev));
+                false
+            }
+            None => true,
+        }
     });
+    // The places are free before the clients hear that their chats ended.
+    update_counts(shared, sessions);
+    for (events, ev) in last_events {
+        let _ = events.send(ev);
+    }
+}
+
+/// Publishes how many sessions run and how many are still feeding their prompt.
+fn update_counts(shared: &Shared, sessions: &[Session]) {
+    let mut s = shared.lock();
+    s.active_chats = sessions.len();
+    s.prefilling = sessions.iter().filter(|x| !x.decoding).count();
 }
 
 fn finish_name(f: FinishReason) -> &'static str {

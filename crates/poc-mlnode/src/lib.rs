@@ -59,7 +59,7 @@ pub struct MlNodeConfig {
     pub http: poc_http::HttpLimits,
 }
 
-/// Why the node cannot start.
+/// Why the node cannot start (or a benchmark of it failed).
 #[derive(Debug, Error)]
 pub enum MlNodeError {
     /// The model could not be loaded.
@@ -68,6 +68,9 @@ pub enum MlNodeError {
     /// The tokenizer or chat template could not be loaded.
     #[error("cannot load the chat tokenizer: {0}")]
     Chat(String),
+    /// A benchmark could not measure (the node did not answer as expected).
+    #[error("benchmark failed: {0}")]
+    Bench(String),
     /// The listen address is unusable.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -32,6 +32,47 @@ impl Counter {
     }
 }
 
+/// Upper bounds (seconds) of the chat latency histograms' buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency histogram over [`LATENCY_BUCKETS`] (Prometheus cumulative buckets).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; LATENCY_BUCKETS.len()],
+    count: Counter,
+    sum_micros: Counter,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                b.inc();
+            }
+        }
+        self.count.inc();
+        self.sum_micros.add(d.as_micros() as u64);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", b.get());
+        }
+        let count = self.count.get();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {count}",
+            self.sum_micros.get() as f64 / 1e6
+        );
+    }
+}
+
 /// Everything the node counts.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -57,6 +98,10 @@ pub struct Metrics {
     pub chat_tokens: Counter,
     /// Compute steps given to chat while a PoC batch waited (`chat-priority`).
     pub poc_batches_deferred: Counter,
+    /// From a chat being accepted to its first token.
+    pub chat_ttft: Histogram,
+    /// Between consecutive tokens of a chat.
+    pub chat_itl: Histogram,
     /// Last phase switch (init/generate to first batch), microseconds.
     pub phase_switch_micros: AtomicU64,
     /// Engine steps run.
@@ -275,6 +320,16 @@ impl Metrics {
             "poc_phase_switch_seconds",
             "Latest time from init/generate to the first PoC batch starting.",
             self.phase_switch_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        self.chat_ttft.render(
+            &mut out,
+            "chat_time_to_first_token_seconds",
+            "From a chat request being accepted to its first token.",
+        );
+        self.chat_itl.render(
+            &mut out,
+            "chat_inter_token_seconds",
+            "Between consecutive tokens of a chat.",
         );
         out
     }

@@ -156,17 +156,26 @@ impl Receiver {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|(_, v)| v["artifacts"].as_array().unwrap().clone())
-            .map(|a| {
-                (
-                    a["nonce"].as_i64().unwrap(),
-                    a["vector_b64"].as_str().unwrap().to_owned(),
-                )
-            })
+            .flat_map(|(_, v)| pairs(&v["artifacts"]))
             .collect();
         all.sort();
         all
     }
+}
+
+/// `(nonce, vector_b64)` of an `artifacts` list, in its order.
+fn pairs(artifacts: &Value) -> Vec<(i64, String)> {
+    artifacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["nonce"].as_i64().unwrap(),
+                a["vector_b64"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 async fn receiver() -> Receiver {
@@ -404,18 +413,7 @@ async fn generate_inline_queued_validation_and_errors() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["status"], "completed");
     let direct = node.direct(&[3, 1, 2], 4);
-    let got: Vec<(i64, String)> = v["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["nonce"].as_i64().unwrap(),
-                a["vector_b64"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(got, direct);
+    assert_eq!(pairs(&v["artifacts"]), direct);
 
     // Validation with one corrupted vector: one mismatch, fraud at the default thresholds.
     let mut artifacts: Vec<Value> = direct
@@ -677,6 +675,35 @@ async fn chats_are_served_during_poc_and_poc_keeps_advancing() {
         for p in prompts {
             alone.push(stream_chat(&node, p, 24).await);
         }
+        // A seeded, sampled chat cut by a stop string taken from its own text.
+        let sampled = |stop: Option<String>| {
+            let mut b = json!({"messages": [{"role": "user", "content": "sample me"}],
+                               "max_tokens": 24, "temperature": 0.8, "seed": 5});
+            if let Some(s) = stop {
+                b["stop"] = json!(s);
+            }
+            b
+        };
+        let content = |v: &Value| {
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (_, full) = node.post("/v1/chat/completions", sampled(None)).await;
+        let full = content(&full);
+        let stop: String = full
+            .chars()
+            .skip(full.chars().count() / 2)
+            .take(2)
+            .collect();
+        let (_, cut_alone) = node
+            .post("/v1/chat/completions", sampled(Some(stop.clone())))
+            .await;
+        assert!(
+            content(&cut_alone).len() < full.len(),
+            "the stop string cut the text"
+        );
         let (code, v) = node
             .post(
                 "/api/v1/inference/pow/init/generate",
@@ -685,6 +712,13 @@ async fn chats_are_served_during_poc_and_poc_keeps_advancing() {
             .await;
         assert_eq!(code, 200, "{v}");
         wait_for(|| rx.count() >= 4).await;
+        let (code, cut) = node.post("/v1/chat/completions", sampled(Some(stop))).await;
+        assert_eq!(code, 200, "{cut}");
+        assert_eq!(
+            content(&cut),
+            content(&cut_alone),
+            "{policy:?}: seeded text with stop"
+        );
         // Four concurrent streaming chats during generation: all complete (no 503, no
         // abort), with the text they give alone.
         let before = processed(&node).await;
@@ -722,6 +756,33 @@ async fn chats_are_served_during_poc_and_poc_keeps_advancing() {
             "{policy:?}"
         );
         assert!(metric(&node, "chat_tokens_total").await >= 4.0 * 24.0);
+        // Validation goes through the same scheduler: a /generate beside a streaming chat
+        // gives the vectors of a direct computation.
+        let chat = {
+            let req = node
+                .http
+                .post(format!("{}/v1/chat/completions", node.base))
+                .json(&json!({"messages": [{"role": "user", "content": "long"}],
+                              "max_tokens": 300, "temperature": 0, "stream": true}))
+                .send();
+            tokio::spawn(async move { req.await.unwrap().text().await.unwrap() })
+        };
+        let nonces: Vec<i64> = (100..108).collect();
+        let (code, v) = node
+            .post(
+                "/api/v1/inference/pow/generate",
+                node.generate_body(&nonces, true),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        let mut got = pairs(&v["artifacts"]);
+        got.sort();
+        assert_eq!(
+            got,
+            node.direct(&nonces, 4),
+            "{policy:?}: /generate beside chat"
+        );
+        assert!(chat.await.unwrap().contains("[DONE]"));
         node.stop().await;
     }
 }

@@ -513,9 +513,25 @@ pub struct MlnodeArgs {
     /// Benchmark: nonces per batch.
     #[arg(long, default_value_t = 8, requires = "bench")]
     pub bench_batch_size: usize,
-    /// Benchmark: seconds of timed continuous generation.
+    /// Benchmark: seconds of timed continuous generation (and of each chat-load window).
     #[arg(long, default_value_t = 10.0, requires = "bench")]
     pub bench_seconds: f64,
+    /// Benchmark, chat load: concurrent streaming chat clients per window; each count is
+    /// measured with PoC generating and (above 0) without. Empty: skip the chat load.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1,4,16",
+        requires = "bench"
+    )]
+    pub bench_chats: Vec<usize>,
+    /// Benchmark, chat load: the policies to measure side by side.
+    #[arg(long, value_delimiter = ',', default_value = "mixed,chat-priority", requires = "bench",
+          value_parser = ["mixed", "chat-priority", "poc-priority"])]
+    pub bench_policies: Vec<String>,
+    /// Benchmark, chat load: tokens per chat completion.
+    #[arg(long, default_value_t = 64, requires = "bench")]
+    pub bench_chat_tokens: usize,
     /// Limits of the HTTP server.
     #[command(flatten)]
     pub http: HttpArgs,

@@ -342,3 +342,82 @@ fn bad_requests_and_models_are_explained() {
     let out = poc(&["model", "quantize", s(&m), s(&tmp.path().join("x"))]);
     assert_eq!(out.status.code(), Some(2), "a format is required");
 }
+
+#[test]
+fn mlnode_bench_measures_chat_load_under_both_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    init("tiny-moe", dir.path());
+    let out = poc(&[
+        "mlnode",
+        "--model",
+        s(dir.path()),
+        "--bench",
+        "--bench-seq-len",
+        "16",
+        "--bench-batch-size",
+        "4",
+        "--bench-seconds",
+        "0.5",
+        "--bench-chats",
+        "0,2",
+        "--bench-chat-tokens",
+        "4",
+    ]);
+    let v = json_out(&out);
+    let rows = v["load"].as_array().unwrap();
+    // Per policy: PoC alone, two chats beside PoC, the same two chats alone.
+    let key = |r: &Value| {
+        (
+            r["policy"].as_str().unwrap().to_owned(),
+            r["chats"].as_u64().unwrap(),
+            r["poc"].as_bool().unwrap(),
+        )
+    };
+    let keys: Vec<_> = rows.iter().map(key).collect();
+    let want: Vec<_> = ["mixed", "chat-priority"]
+        .iter()
+        .flat_map(|p| {
+            [
+                (p.to_string(), 0, true),
+                (p.to_string(), 2, true),
+                (p.to_string(), 2, false),
+            ]
+        })
+        .collect();
+    assert_eq!(keys, want);
+    for r in rows {
+        let (policy, chats, poc) = key(r);
+        if poc && (chats == 0 || policy == "mixed") {
+            assert!(r["nonces_per_second"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        if chats > 0 {
+            assert!(r["chat_tokens_per_second"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        if !poc {
+            assert_eq!(r["nonces_per_second"].as_f64().unwrap(), 0.0, "{r}");
+        }
+    }
+    // Under mixed, PoC and chat shared forwards.
+    assert!(
+        rows[1]["mixed_step_share"].as_f64().unwrap() > 0.0,
+        "{}",
+        rows[1]
+    );
+    assert!(
+        stderr(&out).contains("| policy | chats | PoC | nonces/s |"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn mlnode_refuses_a_poc_share_outside_zero_to_one() {
+    // Checked before anything is loaded.
+    let out = poc(&["mlnode", "--model", "/nonexistent", "--poc-share", "1.5"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--poc-share 1.5 must be a fraction between 0 and 1"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -78,6 +78,53 @@ pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The chat-load rows as a Markdown table, with PoC's share of its solo rate and the
+/// chats' inter-token latency beside the same chats without PoC.
+fn load_table(rows: &[poc_mlnode::bench::LoadRow]) -> String {
+    let mut out = String::from(
+        "| policy | chats | PoC | nonces/s | of solo | chat tok/s | TTFT ms | ITL ms | ITL p90 ms | ITL vs chat alone |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let solo = rows
+            .iter()
+            .find(|s| s.policy == r.policy && s.poc && s.chats == 0)
+            .map_or(f64::NAN, |s| s.nonces_per_second);
+        let alone = rows
+            .iter()
+            .find(|s| s.policy == r.policy && !s.poc && s.chats == r.chats)
+            .map_or(f64::NAN, |s| s.itl_ms);
+        let of_solo = if r.poc {
+            format!("{:.0} %", 100.0 * r.nonces_per_second / solo)
+        } else {
+            "-".into()
+        };
+        let vs = if r.poc && r.chats > 0 {
+            format!("{:.2}x", r.itl_ms / alone)
+        } else {
+            "-".into()
+        };
+        let ms = |x: f64| {
+            if x.is_finite() {
+                format!("{x:.1}")
+            } else {
+                "-".into()
+            }
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {of_solo} | {:.1} | {} | {} | {} | {vs} |\n",
+            r.policy,
+            r.chats,
+            if r.poc { "on" } else { "off" },
+            r.nonces_per_second,
+            r.chat_tokens_per_second,
+            ms(r.ttft_ms),
+            ms(r.itl_ms),
+            ms(r.itl_p90_ms),
+        ));
+    }
+    out
+}
+
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -98,7 +145,7 @@ fn bench(
     config: MlNodeConfig,
     args: &MlnodeArgs,
 ) -> anyhow::Result<()> {
-    use poc_mlnode::bench::{BenchOptions, direct_rate, run};
+    use poc_mlnode::bench::{BenchOptions, LoadOptions, direct_rate, load, run};
     let opts = BenchOptions {
         seq_len: args.bench_seq_len,
         batch_size: args.bench_batch_size.max(1),
@@ -107,26 +154,49 @@ fn bench(
     };
     let dtype = config.dtype;
     let dir = config.model.clone();
-    let mut report = rt.block_on(run(config, opts.clone()))?;
-    let ck = poc_model::Checkpoint::open(&dir)?;
-    let mut load = poc_model::LoadOptions::new(
-        dtype.unwrap_or(ck.config().dtype),
-        &poc_model::default_device(),
-    );
-    load.devices = poc_model::parse_devices(&args.device.devices)?;
-    load.fp8 = args.device.fp8();
-    let model = poc_model::Qwen3Model::load_with(&ck, &load)?;
-    let engine = poc_model::PocEngine::new(std::sync::Arc::new(model));
-    report.direct_nonces_per_second = direct_rate(&engine, &opts);
-    report.server_overhead =
-        1.0 - report.server_nonces_per_second / report.direct_nonces_per_second;
+    let mut report = rt.block_on(run(config.clone(), opts.clone()))?;
+    {
+        let ck = poc_model::Checkpoint::open(&dir)?;
+        let mut load = poc_model::LoadOptions::new(
+            dtype.unwrap_or(ck.config().dtype),
+            &poc_model::default_device(),
+        );
+        load.devices = poc_model::parse_devices(&args.device.devices)?;
+        load.fp8 = args.device.fp8();
+        let model = poc_model::Qwen3Model::load_with(&ck, &load)?;
+        let engine = poc_model::PocEngine::new(std::sync::Arc::new(model));
+        report.direct_nonces_per_second = direct_rate(&engine, &opts);
+        report.server_overhead =
+            1.0 - report.server_nonces_per_second / report.direct_nonces_per_second;
+    }
+    let mut rows = Vec::new();
+    let chats: Vec<usize> = args.bench_chats.clone();
+    if !chats.is_empty() {
+        for name in &args.bench_policies {
+            let mut c = config.clone();
+            c.settings.chat_policy =
+                poc_mlnode::ChatPolicy::from_name(name).context("unknown chat policy")?;
+            let opts = LoadOptions {
+                seq_len: args.bench_seq_len,
+                batch_size: args.bench_batch_size.max(1),
+                chats: chats.clone(),
+                seconds: args.bench_seconds.max(0.5),
+                chat_tokens: args.bench_chat_tokens.max(1),
+            };
+            rows.extend(rt.block_on(load(c, opts))?);
+        }
+        eprintln!("{}", load_table(&rows));
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "model": dir,
             "seq_len": opts.seq_len,
             "batch_size": opts.batch_size,
+            "max_batch_tokens": config.settings.max_batch_tokens,
+            "poc_share": config.settings.poc_share,
             "report": report,
+            "load": rows,
         }))?
     );
     Ok(())
