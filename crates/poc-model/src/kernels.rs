@@ -214,7 +214,7 @@ pub(crate) fn group_by_expert(
     ))
 }
 
-/// GPU version of the fused causal softmax (see `model::CausalSoftmax`): one block per
+/// GPU version of the fused causal softmax (see `model::attention::CausalSoftmax`): one block per
 /// score row of `s` keys, in place.
 pub(crate) fn causal_softmax(
     storage: &mut CudaStorage,
