@@ -11,6 +11,11 @@
 #      weights generated in memory (no checkpoint files);
 #   4. PyTorch + transformers' Qwen3-MoE on the same 4-layer shapes in bf16, same run.
 #
+# `scripts/gpu-bench.sh --chat [path/to/poc-cuda]` instead measures chat during PoC on the
+# GPU (about 7 minutes): `poc mlnode --bench` on the bench-moe-30b-a3b-2l checkpoint (bf16)
+# at L = 1024, batch 32, with 0/1/4/16 streaming chats under `mixed` and `chat-priority`,
+# at step budgets of 8192 and 2048 tokens.
+#
 # Prepare on any x86-64 machine (no GPU needed):
 #   scripts/build-cuda.sh && scripts/gpu-bench.sh --prepare
 # which strips and compresses the binary into dist/poc-cuda.gz (~25 MB; dist/ is ignored
@@ -24,6 +29,11 @@ if [ "${1:-}" = "--prepare" ]; then
   gzip -9 -f "$root/dist/poc-cuda"
   ls -la "$root/dist/poc-cuda.gz"
   exit 0
+fi
+chat=0
+if [ "${1:-}" = "--chat" ]; then
+  chat=1
+  shift
 fi
 bin=${1:-}
 if [ -z "$bin" ]; then
@@ -54,6 +64,22 @@ step "versions"
   "$bin" --version
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
 } | tee "$out/versions.txt"
+
+if [ "$chat" = 1 ]; then
+  step "chat during PoC: writing bench-moe-30b-a3b-2l"
+  model=/tmp/poc-chat-model
+  "$bin" model init --preset bench-moe-30b-a3b-2l --out "$model" > /dev/null
+  for budget in 8192 2048; do
+    step "chat during PoC: --max-batch-tokens $budget"
+    "$bin" mlnode --model "$model" --bench --bench-seq-len 1024 --bench-batch-size 32 \
+      --bench-seconds 8 --bench-chats 0,1,4,16 --bench-chat-tokens 64 \
+      --max-batch-tokens "$budget" \
+      > "$out/chat_$budget.json" 2> "$out/chat_$budget.log"
+    grep '^|' "$out/chat_$budget.log" | tee "$out/chat_$budget.md"
+  done
+  step "done"
+  exit 0
+fi
 
 real="--preset qwen3-235b-a22b-fp8"
 seeds="--block-hash GPU_CHECK_BLOCK --public-key gpu_check_key"
