@@ -842,6 +842,53 @@ async fn switching_poc_on_and_off_under_chat_load_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_step_budget_feeds_prompts_in_chunks_and_keeps_the_text() {
+    // 8 tokens per step: a PoC sequence (16 rows) runs alone past the budget, and chat
+    // keeps its reserve of one row per step, so prompts go in one token at a time.
+    let node = Node::start(PocSettings {
+        max_batch_tokens: 8,
+        ..fast()
+    })
+    .await;
+    let rx = receiver().await;
+    let alone = stream_chat(&node, "a prompt of several tokens", 16).await;
+    let (code, v) = node
+        .post(
+            "/api/v1/inference/pow/init/generate",
+            node.init_body(Some(&rx.url), 0, 1),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    wait_for(|| rx.count() >= 2).await;
+    let (during, steps) = tokio::join!(
+        stream_chat(&node, "a prompt of several tokens", 16),
+        async {
+            // Watch the steps while the chat runs: PoC keeps one sequence per step and
+            // the chat never gets more than its reserve.
+            let mut seen = Vec::new();
+            for _ in 0..20 {
+                let (_, v) = node.get("/api/v1/inference/pow/status").await;
+                seen.push(v["scheduler"]["last_step_rows"].clone());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }
+    );
+    assert_eq!(during, alone);
+    for rows in &steps {
+        let poc = rows["poc"].as_u64().unwrap();
+        let chat = rows["chat_prefill"].as_u64().unwrap() + rows["chat_decode"].as_u64().unwrap();
+        assert!(poc <= SEQ as u64, "{rows}");
+        assert!(chat <= 1 || poc == 0, "{rows}");
+    }
+    node.post("/api/v1/inference/pow/stop", json!({})).await;
+    let got = rx.artifacts();
+    let n = got.len() as i64;
+    assert_eq!(got, node.direct(&(0..n).collect::<Vec<_>>(), 4));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_beyond_the_queue_limit_get_429() {
     let settings = PocSettings {
         chat_max_queue: 1,
