@@ -732,11 +732,30 @@ impl Shared {
             count: count32,
             root_hash: root.to_vec(),
         };
-        match self
-            .io
-            .send_exec_before(vec![msg], BroadcastMode::Block, Some(deadline))
-            .await
-        {
+        // A commit admitted just before the window closes may never be included (the
+        // mempool drops it when the window ends), and the chain node would then hold the
+        // block-mode answer for its whole timeout, stalling the distribution and the votes
+        // behind it. Wait at most a few blocks past the window.
+        let wait = deadline + 3 * self.block_time();
+        let sent = tokio::time::timeout_at(
+            wait.into(),
+            self.io
+                .send_exec_before(vec![msg], BroadcastMode::Block, Some(deadline)),
+        )
+        .await;
+        let Ok(sent) = sent else {
+            self.metrics.add("poc_commits_missed_window_total", 1);
+            // Its sequence may or may not have been used: read it again next time.
+            self.io.operational.reset().await;
+            tracing::error!(
+                stage,
+                count,
+                window_end = window.end,
+                "store commit not included before its window closed"
+            );
+            return;
+        };
+        match sent {
             Ok(r) if r.result.code == 0 => {
                 cs.last_committed = count;
                 self.metrics.add("poc_commits_sent_total", 1);
