@@ -149,6 +149,19 @@ impl Metrics {
         }
     }
 
+    /// Rows of the latest step by kind.
+    pub fn last_step(&self) -> StepRows {
+        let [poc, chat_prefill, chat_decode] = self
+            .last_step_rows
+            .each_ref()
+            .map(|c| c.load(Ordering::Relaxed) as usize);
+        StepRows {
+            poc,
+            chat_prefill,
+            chat_decode,
+        }
+    }
+
     /// PoC nonces and chat tokens per second over about the last ten seconds (0 when
     /// nothing ran in them).
     pub fn recent_rates(&self) -> (f64, f64) {

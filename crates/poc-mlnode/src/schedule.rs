@@ -9,7 +9,8 @@
 
 use crate::settings::ChatPolicy;
 
-/// How the compute thread shares the model between chat and PoC.
+/// How the compute thread shares the model between chat and PoC (from
+/// [`crate::PocSettings::scheduler`], which holds the defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SchedulerConfig {
     /// Which of the three ways.
@@ -20,17 +21,6 @@ pub struct SchedulerConfig {
     pub max_batch_tokens: usize,
     /// The fraction of the budget PoC may take while chat waits (`mixed`).
     pub poc_share: f64,
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        Self {
-            policy: ChatPolicy::default(),
-            chat_max_queue: 256,
-            max_batch_tokens: 8192,
-            poc_share: 0.8,
-        }
-    }
 }
 
 /// PoC work that is waiting: continuous generation or a `/generate` job.

@@ -2,6 +2,8 @@
 //! determinism, batch invariance, seed sensitivity, honest-vs-cheaper-model separation,
 //! FP8 loading, malformed checkpoints, and generation.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +19,8 @@ use poc_model::presets::{Preset, write_preset};
 use poc_model::quantize::{quantize_fp8, round_4bit};
 use poc_model::{Checkpoint, KvCache, ModelError, NonceVector, PocEngine, PocParams, Qwen3Model};
 use tempfile::TempDir;
+
+use common::{dist, f32s};
 
 fn preset(p: Preset) -> TempDir {
     let d = tempfile::tempdir().unwrap();
@@ -36,23 +40,6 @@ fn params(seq_len: usize) -> PocParams {
         k_dim: 12,
         rng: InputRng::Standard,
     }
-}
-
-fn f32s(v: &NonceVector) -> Vec<f32> {
-    v.vector
-        .as_ref()
-        .expect("finite")
-        .iter()
-        .map(|x| x.to_f32())
-        .collect()
-}
-
-fn dist(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).powi(2))
-        .sum::<f32>()
-        .sqrt()
 }
 
 fn mean_distance(a: &[NonceVector], b: &[NonceVector]) -> f32 {

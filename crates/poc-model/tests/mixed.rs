@@ -2,6 +2,8 @@
 //! on what shared its forward (validators recompute in other compositions), and a chat's
 //! logits must not depend on the PoC rows beside it.
 
+mod common;
+
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -11,6 +13,8 @@ use poc_model::presets::{Preset, write_preset};
 use poc_model::{
     ChatRows, Checkpoint, KvCache, NonceVector, PocEngine, PocParams, PocRows, Qwen3Model,
 };
+
+use common::{dist, f32s};
 
 fn engine(p: Preset) -> PocEngine {
     let d = tempfile::tempdir().unwrap();
@@ -31,23 +35,6 @@ fn params(seq_len: usize) -> PocParams {
         k_dim: 12,
         rng: InputRng::Standard,
     }
-}
-
-fn l2(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).powi(2))
-        .sum::<f32>()
-        .sqrt()
-}
-
-fn f32s(v: &NonceVector) -> Vec<f32> {
-    v.vector
-        .as_ref()
-        .expect("finite")
-        .iter()
-        .map(|x| x.to_f32())
-        .collect()
 }
 
 /// A chat sequence with a prompt already cached, and its next token.
@@ -129,7 +116,7 @@ fn a_nonce_gives_the_same_artifact_whatever_shares_its_forward() {
                 .iter()
                 .find(|v| v.nonce == 5)
                 .expect("nonce 5 is in every batch");
-            let d = l2(&f32s(v), &f32s(&alone));
+            let d = dist(&f32s(v), &f32s(&alone));
             worst = worst.max(d);
             assert!(
                 d <= 1e-5,
@@ -148,7 +135,7 @@ fn a_nonce_gives_the_same_artifact_whatever_shares_its_forward() {
                 cache: &mut decoding,
             }],
         );
-        let d = l2(&solo[0], &beside[1]);
+        let d = dist(&solo[0], &beside[1]);
         worst = worst.max(d);
         assert!(
             d <= 1e-5,
@@ -203,7 +190,7 @@ fn a_chat_generates_the_same_text_with_poc_rows_beside_it() {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            worst = worst.max(l2(&logits[0], &solo));
+            worst = worst.max(dist(&logits[0], &solo));
             let next = Sampler::new(&greedy).sample(&logits[0]);
             tokens.push(next);
             input = vec![next];

@@ -113,7 +113,6 @@ struct State {
     active_chats: usize,
     /// Of those, sessions whose prompt is not fed completely yet.
     prefilling: usize,
-    last_step: StepRows,
     shutdown: bool,
 }
 
@@ -242,7 +241,7 @@ impl Compute {
             policy: c.policy.name(),
             max_batch_tokens: c.max_batch_tokens,
             poc_share: c.poc_share,
-            last_step_rows: s.last_step,
+            last_step_rows: self.metrics.last_step(),
             chat_queue_depth: s.new_chats.len() + s.prefilling,
             chat_running: s.active_chats - s.prefilling,
             poc_nonces_per_second: nonces,

@@ -24,9 +24,8 @@ enum Task {
     /// Continuous generation alone: parameters, nonces (one or several batches), where the
     /// vectors go, nonces per forward.
     Batch(PocParams, Vec<i64>, BatchSink, usize),
-    /// The next `n` nonces of a job alone: the job, `inline`, `n`.
-    Job(Job, bool, usize),
-    /// Chat rows, with PoC rows beside them under `mixed`.
+    /// One forward of the planned chat rows and PoC rows (a job chunk alone is a step
+    /// with no chat rows).
     Step(Option<PocPart>, StepPlan),
 }
 
@@ -154,12 +153,12 @@ fn choose(
         }
         (ChatPolicy::Mixed, Some((job, inline))) => {
             let n = schedule::poc_only(cfg.max_batch_tokens, job.work());
-            Some(Task::Job(job, inline, n))
+            Some(job_alone(job, inline, n))
         }
         // The other policies alternate jobs and chat steps.
         (_, Some((job, inline))) if jobs_turn || !chat_waiting => {
             let n = job.batch_size.min(job.work().remaining);
-            Some(Task::Job(job, inline, n))
+            Some(job_alone(job, inline, n))
         }
         (_, Some((job, inline))) => {
             push_job(s, job, inline);
@@ -168,6 +167,19 @@ fn choose(
         (_, None) if chat_waiting => Some(Task::Step(None, chat_step(None))),
         (_, None) => None,
     }
+}
+
+/// The next `n` nonces of a job as a step of their own.
+fn job_alone(job: Job, inline: bool, n: usize) -> Task {
+    Task::Step(Some(PocPart::Job(job, inline, n)), StepPlan::default())
+}
+
+/// Sessions running, and of those the ones still feeding their prompt.
+fn counts(sessions: &[Session]) -> (usize, usize) {
+    (
+        sessions.len(),
+        sessions.iter().filter(|x| !x.decoding).count(),
+    )
 }
 
 pub(super) fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
@@ -206,8 +218,7 @@ pub(super) fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
                 } else {
                     sessions.extend(s.new_chats.drain(..).map(Session::open));
                 }
-                s.active_chats = sessions.len();
-                s.prefilling = sessions.iter().filter(|x| !x.decoding).count();
+                (s.active_chats, s.prefilling) = counts(&sessions);
                 let works: Vec<ChatWork> = sessions.iter().map(Session::work).collect();
                 if let Some(task) = choose(&mut s, &cfg, &works, jobs_turn, cursor, stages, metrics)
                 {
@@ -228,19 +239,9 @@ pub(super) fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
                 deliver_generation(shared, metrics, result, &sink, started);
                 rows
             }
-            Task::Job(job, inline, n) => {
-                jobs_turn = false;
-                let start = job.done.len();
-                let result = engine.compute_batch(&job.params, &job.nonces[start..start + n]);
-                let rows = StepRows {
-                    poc: n * job.params.seq_len,
-                    ..StepRows::default()
-                };
-                deliver_job(shared, metrics, result, job, inline, started);
-                rows
-            }
             Task::Step(poc, plan) => {
-                jobs_turn = true;
+                // The other policies alternate: after a job's chunk, chat's turn.
+                jobs_turn = !plan.chat.is_empty() || !matches!(poc, Some(PocPart::Job(..)));
                 cursor = cursor.wrapping_add(1);
                 let (decode, prefill) = plan.chat_rows(&works);
                 let poc_rows = match &poc {
@@ -257,7 +258,6 @@ pub(super) fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
             }
         };
         metrics.record_step(rows);
-        shared.lock().last_step = rows;
     }
 }
 
@@ -398,6 +398,5 @@ fn mixed_step(
 /// Publishes how many sessions run and how many are still feeding their prompt.
 fn update_counts(shared: &Shared, sessions: &[Session]) {
     let mut s = shared.lock();
-    s.active_chats = sessions.len();
-    s.prefilling = sessions.iter().filter(|x| !x.decoding).count();
+    (s.active_chats, s.prefilling) = counts(sessions);
 }
