@@ -14,8 +14,8 @@ use poc_api::config::{ApiConfig, MlNodeEntry, ValidationConfig};
 use poc_api::proofs::ProofRequest;
 use poc_api::sampling::sample_leaf_indices;
 use poc_api::validator::{ProofFetcher, WorkItem};
-use poc_chain::state::{Genesis, GenesisParticipant};
-use poc_chain::tx::PrivateKey;
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain_node::{NodeConfig, home};
 use sha2::{Digest, Sha256};
 

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use poc_chain::api::{BroadcastMode, TxResponse};
+use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::{Msg, OPERATIONAL_PERMISSIONS};
-use poc_chain::tx::{PrivateKey, TxMsg};
+use poc_chain::tx::TxMsg;
 use poc_chain_client::{ChainClient, ClientError, TxSigner};
 
 /// The node's two keys on the chain.

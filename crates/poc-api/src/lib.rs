@@ -3,7 +3,7 @@
 //! Drives the participant's ML nodes through PoC, keeps the artifacts (one crash-safe
 //! store per stage), commits `(count, root)` and the per-node weight distribution to the
 //! chain, serves Merkle proofs to validators, and validates every other participant.
-//! `chain-and-api.md` §6; the pure parts live in [`sampling`], [`proofs`], [`phase`] and
+//! `docs/protocol/chain-and-api.md` §6; the pure parts live in [`sampling`], [`proofs`], [`phase`] and
 //! [`timing`].
 
 pub mod callbacks;
@@ -27,8 +27,8 @@ use poc_chain::api::{BroadcastMode, TxResponse};
 use poc_chain::confirmation::ConfirmationPhase;
 use poc_chain::epoch::Phase;
 use poc_chain::error::ErrorKind;
+use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::{MlNodeWeight, Msg};
-use poc_chain::tx::PrivateKey;
 use poc_chain_client::ChainClient;
 use poc_http::ServerStats;
 use poc_store::StageStores;

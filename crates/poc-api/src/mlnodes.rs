@@ -1,5 +1,5 @@
 //! The ML node broker: health, generation start/stop and validation requests over the
-//! ML node's PoC API (`chain-and-api.md` §6.3). A failing node is marked and retried; it
+//! ML node's PoC API (`docs/protocol/chain-and-api.md` §6.3). A failing node is marked and retried; it
 //! never blocks the others.
 
 use std::sync::Mutex;

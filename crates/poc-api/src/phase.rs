@@ -1,5 +1,5 @@
 //! The API node's view of the chain timeline and the predicates that gate its work
-//! (`chain-and-api.md` §6.2, §6.4, §6.6, §6.8): pure functions of the chain's
+//! (`docs/protocol/chain-and-api.md` §6.2, §6.4, §6.6, §6.8): pure functions of the chain's
 //! `epoch_info` and the current height.
 
 use poc_chain::api::EpochInfoResponse;

@@ -1,10 +1,10 @@
-//! The proof API's wire format (`chain-and-api.md` §6.7): request and response JSON, the
+//! The proof API's wire format (`docs/protocol/chain-and-api.md` §6.7): request and response JSON, the
 //! signature payloads (hex-of-SHA-256, then secp256k1), and the validator's strict check
 //! of a response. Pure functions; the HTTP server and client live elsewhere.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use poc_chain::tx::{PrivateKey, verify_digest};
+use poc_chain::keys::{PrivateKey, verify_digest};
 use poc_mmr::{Hash, hash_from_bytes, verify_artifact};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};

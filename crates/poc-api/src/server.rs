@@ -130,7 +130,7 @@ fn v2_callback_view(
 pub(crate) fn address_of_hex(hex_key: &str) -> Option<String> {
     hex::decode(hex_key)
         .ok()
-        .filter(|k| poc_chain::tx::valid_pubkey(k))
+        .filter(|k| poc_chain::keys::valid_pubkey(k))
         .map(|k| address::from_pubkey(&k))
 }
 

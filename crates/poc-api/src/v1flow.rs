@@ -1,4 +1,4 @@
-//! The PoC v1 flow of the API node (`chain-and-api.md` §6.9, `compute-v1.md` §9): v1
+//! The PoC v1 flow of the API node (`docs/protocol/chain-and-api.md` §6.9, `docs/protocol/compute-v1.md` §9): v1
 //! generation on the ML nodes, batches → `MsgSubmitPocBatch`, validation of every
 //! participant's batches (a sample of its de-duplicated nonces recomputed by an own ML
 //! node) → `MsgSubmitPocValidation`. Chosen when the chain does not use V2 for the stage

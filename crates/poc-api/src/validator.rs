@@ -1,4 +1,4 @@
-//! The validator (`chain-and-api.md` §6.8): for every committed participant of a stage,
+//! The validator (`docs/protocol/chain-and-api.md` §6.8): for every committed participant of a stage,
 //! sample leaves, fetch and strictly verify their proofs, recompute on an own ML node and
 //! vote. Permanent proof failures vote −1 at once; transient ones are retried, then the
 //! validator abstains.
@@ -127,7 +127,7 @@ pub struct ProofFetcher {
     /// HTTP client (redirects off).
     pub http: reqwest::Client,
     /// Signs requests (the operational key).
-    pub key: poc_chain::tx::PrivateKey,
+    pub key: poc_chain::keys::PrivateKey,
     /// The validator's account address.
     pub validator: String,
     /// Allow private/loopback targets.
@@ -313,7 +313,7 @@ pub async fn validate_stage(st: Arc<Shared>, job: StageJob) {
                 .map(|v| (v.address.clone(), v.weight))
                 .collect();
             if !slots::assign(
-                &snap.app_hash,
+                &hex::encode(snap.app_hash),
                 &c.participant_address,
                 &w,
                 pp.validation_slots,

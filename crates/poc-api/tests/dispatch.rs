@@ -1,4 +1,4 @@
-//! V1/V2 dispatch of the API node's endpoints (`chain-and-api.md` §6.2), including a
+//! V1/V2 dispatch of the API node's endpoints (`docs/protocol/chain-and-api.md` §6.2), including a
 //! governance switch to V2 without a restart.
 
 use std::time::{Duration, Instant};
@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use poc_api::callbacks::Grant;
 use poc_api::config::{ApiConfig, ValidationConfig};
 use poc_chain::api::BroadcastMode;
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::Msg;
-use poc_chain::state::{Genesis, GenesisParticipant};
-use poc_chain::tx::{PrivateKey, TxMsg};
+use poc_chain::tx::TxMsg;
 use poc_chain_client::{ChainClient, TxSigner};
 use poc_chain_node::{NodeConfig, home};
 use sha2::{Digest, Sha256};

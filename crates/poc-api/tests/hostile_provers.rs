@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use poc_api::proofs::{ProofItem, ProofRequest, ProofResponse, response_digest, sign_payload};
 use poc_api::validator::{FetchError, ProofFetcher, WorkItem};
-use poc_chain::tx::PrivateKey;
+use poc_chain::keys::PrivateKey;
 use poc_mmr::{Mmr, hash_leaf};
 
 const STAGE: i64 = 100;

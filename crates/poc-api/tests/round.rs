@@ -16,7 +16,7 @@ use poc_api::proofs::{
 };
 use poc_api::{RunningApi, start};
 use poc_chain::decimal::Decimal;
-use poc_chain::tx::PrivateKey;
+use poc_chain::keys::PrivateKey;
 use poc_chain_client::ChainClient;
 use poc_chain_node::{RunningChain, home};
 use poc_mlnode::settings::PocSettings;

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use poc_chain::api::*;
-use poc_chain::tx::{self, PrivateKey, TxMsg};
+use poc_chain::keys::PrivateKey;
+use poc_chain::tx::{self, TxMsg};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use poc_chain::block::{Block, BlockResult};
-use poc_chain::state::{ChainState, Genesis};
+use poc_chain::genesis::Genesis;
+use poc_chain::state::ChainState;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");

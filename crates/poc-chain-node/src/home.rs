@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use poc_chain::decimal::Decimal;
 use poc_chain::epoch::EpochParams;
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::params::{ConfirmationPocParams, Params, PocParams};
-use poc_chain::state::{Genesis, GenesisParticipant};
-use poc_chain::tx::PrivateKey;
 
 use crate::NodeError;
 

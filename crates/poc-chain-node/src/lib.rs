@@ -17,17 +17,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use poc_chain::block::Block;
-use poc_chain::state::{ChainState, Genesis};
+use poc_chain::block::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use poc_chain::genesis::Genesis;
+use poc_chain::state::ChainState;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::db::{ChainDb, DbError};
 use crate::mempool::Mempool;
-
-/// Most transactions in one block.
-pub const MAX_BLOCK_TXS: usize = 2000;
-/// Most transaction bytes in one block.
-pub const MAX_BLOCK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Node errors.
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +151,8 @@ pub fn restore(db: &ChainDb, genesis: &Genesis) -> Result<(Head, i64), NodeError
         if r.app_hash != want {
             return Err(NodeError::Divergence {
                 height: h,
-                got: r.app_hash,
-                want,
+                got: hex::encode(r.app_hash),
+                want: hex::encode(want),
             });
         }
         hash = block.header.hash();
@@ -174,7 +171,7 @@ pub struct ReplayReport {
     /// Time taken.
     pub elapsed: Duration,
     /// Final app hash.
-    pub app_hash: String,
+    pub app_hash: [u8; 32],
 }
 
 /// Replays every stored block from genesis, checking each app hash; `progress` is called
@@ -203,8 +200,8 @@ pub fn replay_all(
         if r.app_hash != want {
             return Err(NodeError::Divergence {
                 height: h,
-                got: r.app_hash,
-                want,
+                got: hex::encode(r.app_hash),
+                want: hex::encode(want),
             });
         }
         if h % 100 == 0 || h == last {
@@ -407,14 +404,13 @@ fn produce(shared: Arc<Shared>, stop: Arc<AtomicBool>, cfg: NodeConfig) {
             next = Instant::now() + cfg.block_time;
         }
         let head = shared.head();
-        let txs = shared
-            .mempool
-            .lock()
-            .expect("mempool lock")
-            .take(MAX_BLOCK_TXS, MAX_BLOCK_BYTES);
+        let (txs, signatures) = {
+            let mut pool = shared.mempool.lock().expect("mempool lock");
+            (pool.take(MAX_BLOCK_TXS, MAX_BLOCK_BYTES), pool.signatures())
+        };
         let mut state = head.state.clone();
         let block = state.build_block(head.hash, now_secs(), txs);
-        let result = match state.apply_block(&block) {
+        let result = match state.apply_block_with(&block, &*signatures) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("own block does not apply ({e}); block production stops");

@@ -2,8 +2,11 @@
 //! sequence tracking so a sender can queue several transactions for one block.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
+use poc_chain::ante;
 use poc_chain::error::{ErrorKind, err};
+use poc_chain::keys::SignatureMemo;
 use poc_chain::state::ChainState;
 use poc_chain::tx::{self, TxResult};
 
@@ -22,9 +25,18 @@ pub struct Mempool {
     /// Accepted from a client and not yet handed to the gossip (replicated mode only).
     fresh: Vec<Vec<u8>>,
     gossip: bool,
+    /// Signatures this node already verified: CheckTx, every recheck and the block's
+    /// DeliverTx share it, so each transaction's signature is verified once.
+    signatures: Arc<SignatureMemo>,
 }
 
 impl Mempool {
+    /// The signature memo the node's checks share (pass it to
+    /// [`ChainState::apply_block_with`]).
+    pub fn signatures(&self) -> Arc<SignatureMemo> {
+        Arc::clone(&self.signatures)
+    }
+
     /// Transactions waiting.
     pub fn len(&self) -> usize {
         self.txs.len()
@@ -76,7 +88,8 @@ impl Mempool {
             }
             let signer = tx::decode(b).map(|t| t.signer()).ok();
             let expected = signer.as_ref().and_then(|s| next.get(s).copied());
-            if let (_, Some((signer, seq))) = tx::check_tx(state, b, expected) {
+            if let (_, Some((signer, seq))) = ante::check_tx(state, b, expected, &*self.signatures)
+            {
                 next.insert(signer, seq + 1);
                 size += b.len();
                 out.push(b.clone());
@@ -109,7 +122,7 @@ impl Mempool {
         }
         let signer = tx::decode(&bytes).map(|t| t.signer()).ok();
         let expected = signer.as_ref().and_then(|s| self.next_seq.get(s).copied());
-        let (result, ok) = tx::check_tx(state, &bytes, expected);
+        let (result, ok) = ante::check_tx(state, &bytes, expected, &*self.signatures);
         if let Some((signer, seq)) = ok {
             self.next_seq.insert(signer, seq + 1);
             self.bytes += bytes.len();

@@ -13,7 +13,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use poc_chain::address;
 use poc_chain::api::*;
-use poc_chain::state::{ChainState, ParticipantStatus};
+use poc_chain::records::ParticipantStatus;
+use poc_chain::state::ChainState;
 use serde::Serialize;
 use serde_json::json;
 
@@ -328,7 +329,7 @@ async fn snapshot(State(s): S, Path(h): Path<String>) -> R<SnapshotResponse> {
     let snap = head.state.snapshots.get(&h).map(|v| SnapshotJson {
         poc_stage_start_height: v.poc_stage_start_height,
         snapshot_height: v.snapshot_height,
-        app_hash: v.app_hash.clone(),
+        app_hash: v.app_hash,
         validator_weights: v
             .validator_weights
             .iter()
@@ -473,7 +474,7 @@ async fn status(State(s): S) -> R<StatusResponse> {
         height: head.state.height,
         hash: hex::encode(head.hash),
         time: head.state.time,
-        app_hash: head.state.app_hash.clone(),
+        app_hash: head.state.app_hash,
         mempool_size: s.mempool.lock().expect("mempool lock").len(),
         consensus: s.consensus.read().expect("consensus lock").clone(),
     })

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use poc_chain::api::BroadcastMode;
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::{MlNodeWeight, Msg, OPERATIONAL_PERMISSIONS, ValidationPayloadV2};
-use poc_chain::state::{Genesis, GenesisParticipant};
-use poc_chain::tx::{self, PrivateKey, TxMsg};
+use poc_chain::tx::{self, TxMsg};
 use poc_chain_client::{ChainClient, TxSigner};
 use poc_chain_node::{NodeConfig, RunningChain, home};
 use sha2::{Digest, Sha256};

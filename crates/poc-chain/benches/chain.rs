@@ -4,10 +4,12 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use poc_chain::block::Block;
 use poc_chain::epoch::EpochParams;
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::{Msg, ValidationPayloadV2};
 use poc_chain::params::Params;
-use poc_chain::state::{ChainState, Genesis, GenesisParticipant};
-use poc_chain::tx::{self, PrivateKey, TxMsg};
+use poc_chain::state::ChainState;
+use poc_chain::tx::{self, TxMsg};
 use sha2::{Digest, Sha256};
 use std::hint::black_box;
 
@@ -72,11 +74,8 @@ fn blocks(c: &mut Criterion) {
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("200 store commits", |b| {
         b.iter_batched(
-            || {
-                // Cold: no signature verified before (the memo would skip them).
-                tx::clear_signature_memo();
-                state.clone()
-            },
+            // Cold: `apply_block` verifies every signature afresh.
+            || state.clone(),
             |mut s| black_box(s.apply_block(&block).unwrap()),
             BatchSize::LargeInput,
         )
@@ -115,10 +114,7 @@ fn blocks(c: &mut Criterion) {
     g.throughput(Throughput::Elements((N * 50) as u64));
     g.bench_function("200 validators x 50 votes", |b| {
         b.iter_batched(
-            || {
-                tx::clear_signature_memo();
-                at_val.clone()
-            },
+            || at_val.clone(),
             |mut s| black_box(s.apply_block(&vblock).unwrap()),
             BatchSize::LargeInput,
         )
@@ -149,7 +145,7 @@ fn signatures(c: &mut Criterion) {
         b.iter(|| black_box(k.sign_digest(black_box(&d))))
     });
     g.bench_function("verify", |b| {
-        b.iter(|| black_box(tx::verify_digest(&pk, &d, &sig)))
+        b.iter(|| black_box(poc_chain::keys::verify_digest(&pk, &d, &sig)))
     });
     g.finish();
 }

@@ -7,7 +7,7 @@ use crate::confirmation::ConfirmationEvent;
 use crate::epoch::{Epoch, EpochStages};
 use crate::msgs::MlNodeWeight;
 use crate::params::Params;
-use crate::state::{ActiveParticipant, PocBatch, PocValidationV1, ValidationV2};
+use crate::records::{ActiveParticipant, PocBatch, PocValidationV1, ValidationV2};
 use crate::tx::TxResult;
 
 /// The REST prefix of the inference module's queries.
@@ -263,7 +263,8 @@ pub struct SnapshotJson {
     #[serde(with = "crate::json::i64_string")]
     pub snapshot_height: i64,
     /// App hash, hex.
-    pub app_hash: String,
+    #[serde(with = "crate::json::hex32")]
+    pub app_hash: [u8; 32],
     /// Sorted by address.
     pub validator_weights: Vec<ValidatorWeight>,
     /// Unix seconds.
@@ -299,8 +300,9 @@ pub struct StatusResponse {
     /// Its time, unix seconds.
     #[serde(with = "crate::json::i64_string")]
     pub time: i64,
-    /// App hash after it.
-    pub app_hash: String,
+    /// App hash after it, hex.
+    #[serde(with = "crate::json::hex32")]
+    pub app_hash: [u8; 32],
     /// Transactions waiting.
     pub mempool_size: usize,
     /// Consensus, on a replicated node (absent on a single-producer node).

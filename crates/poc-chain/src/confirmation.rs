@@ -1,11 +1,11 @@
-//! Confirmation PoC events (`chain-and-api.md` §1.6): a random mid-epoch re-run of PoC
+//! Confirmation PoC events (`docs/protocol/chain-and-api.md` §1.6): a random mid-epoch re-run of PoC
 //! keyed by its trigger height.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::decimal::Dec;
-use crate::epoch::{EpochContext, EpochParams, Phase};
+use crate::epoch::{EpochContext, EpochParams, Phase, Window};
 
 /// `ConfirmationPoCPhase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,14 +87,30 @@ impl ConfirmationEvent {
         self.validation_start(p) + p.poc_validation_duration - 1
     }
 
+    /// The batch submission window [G, ExchangeEnd].
+    pub fn batch_window(&self, p: &EpochParams) -> Window {
+        Window {
+            start: self.generation_start_height,
+            end: self.exchange_end(p),
+        }
+    }
+
+    /// The validation window [ValidationStart, ValidationEnd].
+    pub fn validation_window(&self, p: &EpochParams) -> Window {
+        Window {
+            start: self.validation_start(p),
+            end: self.validation_end(p),
+        }
+    }
+
     /// Whether `h` is in the batch submission window [G, ExchangeEnd].
     pub fn in_batch_window(&self, h: i64, p: &EpochParams) -> bool {
-        self.generation_start_height <= h && h <= self.exchange_end(p)
+        self.batch_window(p).contains(h)
     }
 
     /// Whether `h` is in the validation window [ValidationStart, ValidationEnd].
     pub fn in_validation_window(&self, h: i64, p: &EpochParams) -> bool {
-        self.validation_start(p) <= h && h <= self.validation_end(p)
+        self.validation_window(p).contains(h)
     }
 }
 

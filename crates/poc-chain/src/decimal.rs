@@ -1,5 +1,5 @@
 //! The three kinds of decimal arithmetic the reference chain uses, reproduced exactly
-//! (`chain-and-api.md` §9):
+//! (`docs/protocol/chain-and-api.md` §9):
 //!
 //! - [`Decimal`]: the parameter type `{value, exponent}` = value × 10^exponent;
 //! - [`Dec`]: shopspring/decimal semantics — exact add/sub/mul, and `div` rounding to

@@ -1,4 +1,4 @@
-//! Epochs and the PoC stage timeline (`chain-and-api.md` §1.1–§1.3).
+//! Epochs and the PoC stage timeline (`docs/protocol/chain-and-api.md` §1.1–§1.3).
 //!
 //! Every height of an epoch's PoC is derived from its start `S` and the **current**
 //! epoch parameters. Wind-down offsets are computed like the reference: `float64(d) * 0.8`

@@ -1,4 +1,4 @@
-//! Errors with the reference's codes (codespace `inference`, `chain-and-api.md` §2.1).
+//! Errors with the reference's codes (codespace `inference`, `docs/protocol/chain-and-api.md` §2.1).
 
 use thiserror::Error;
 

@@ -1,4 +1,4 @@
-//! Chain parameters that drive PoC (`chain-and-api.md` §4).
+//! Chain parameters that drive PoC (`docs/protocol/chain-and-api.md` §4).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,10 +1,11 @@
-//! Validation slot assignment (`chain-and-api.md` §5.3): which validators vote on a
+//! Validation slot assignment (`docs/protocol/chain-and-api.md` §5.3): which validators vote on a
 //! participant when `validation_slots > 0`. Used by the chain (vote counting) and by API
 //! nodes (whom to validate), so it is a pure function of public data.
 
 use sha2::{Digest, Sha256};
 
-/// Assigns `n` slots for `participant`: `result[i]` is the validator of slot `i`. Empty
+/// Assigns `n` slots for `participant`: `result[i]` is the validator of slot `i`, drawn from
+/// the lowercase hex text of the snapshot's app hash (as the reference hashes it). Empty
 /// when no validator has positive weight.
 pub fn assign(app_hash: &str, participant: &str, weights: &[(String, i64)], n: u32) -> Vec<String> {
     let mut vals: Vec<(&str, i64)> = weights

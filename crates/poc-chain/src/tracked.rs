@@ -15,40 +15,13 @@
 //! Reads go through `Deref` to the inner `BTreeMap`; every mutation goes through a method
 //! that records the key, so a change can never bypass the hash.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-thread_local! {
-    static HASH_MODE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with every [`Tracked`] map serialising as its hash (hex) instead of its
-/// entries: the canonical form the app hash is taken over.
-pub fn with_hash_mode<T>(f: impl FnOnce() -> T) -> T {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            HASH_MODE.with(|m| m.set(self.0));
-        }
-    }
-    let _reset = Reset(HASH_MODE.with(|m| m.replace(true)));
-    f()
-}
-
-fn hash_mode() -> bool {
-    HASH_MODE.with(|m| m.get())
-}
-
-/// `serialize_with` for a string that is left empty in hash mode (the state's own app
-/// hash).
-pub fn blank_in_hash_mode<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(if hash_mode() { "" } else { v })
-}
+use crate::state::HashWriter;
 
 /// The bucket a key belongs to: its leading component, so a stage's (or an epoch's)
 /// entries share one bucket.
@@ -83,7 +56,7 @@ impl Bucket for (u64, u64) {
     }
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Cache<K> {
     /// Keys changed since the last hash.
     dirty: BTreeSet<K>,
@@ -109,25 +82,17 @@ impl<K> Default for Cache<K> {
 }
 
 /// A `BTreeMap` whose hash is kept up to date incrementally (see the module docs).
+#[derive(Clone)]
 pub struct Tracked<K, V> {
     map: BTreeMap<K, V>,
-    cache: Mutex<Cache<K>>,
-}
-
-impl<K: Ord + Clone, V: Clone> Clone for Tracked<K, V> {
-    fn clone(&self) -> Self {
-        Self {
-            map: self.map.clone(),
-            cache: Mutex::new(self.cache.lock().expect("hash cache").clone()),
-        }
-    }
+    cache: Cache<K>,
 }
 
 impl<K, V> Default for Tracked<K, V> {
     fn default() -> Self {
         Self {
             map: BTreeMap::new(),
-            cache: Mutex::new(Cache::default()),
+            cache: Cache::default(),
         }
     }
 }
@@ -163,7 +128,7 @@ impl<K: Ord, V> From<BTreeMap<K, V>> for Tracked<K, V> {
     fn from(map: BTreeMap<K, V>) -> Self {
         Self {
             map,
-            cache: Mutex::new(Cache::default()),
+            cache: Cache::default(),
         }
     }
 }
@@ -176,7 +141,7 @@ impl<K: Ord + Clone, V> FromIterator<(K, V)> for Tracked<K, V> {
 
 impl<K: Ord + Clone + Bucket + Serialize, V: Serialize> Tracked<K, V> {
     fn touch(&mut self, k: &K) {
-        let c = self.cache.get_mut().expect("hash cache");
+        let c = &mut self.cache;
         if !c.all_dirty {
             c.dirty.insert(k.clone());
         }
@@ -226,15 +191,15 @@ impl<K: Ord + Clone + Bucket + Serialize, V: Serialize> Tracked<K, V> {
 
     /// Every value, to change in place (all entries are rehashed).
     pub fn values_mut(&mut self) -> std::collections::btree_map::ValuesMut<'_, K, V> {
-        let c = self.cache.get_mut().expect("hash cache");
+        let c = &mut self.cache;
         c.all_dirty = true;
         c.root = None;
         self.map.values_mut()
     }
 
-    /// The map's hash (see the module docs).
-    pub fn hash(&self) -> [u8; 32] {
-        let mut c = self.cache.lock().expect("hash cache");
+    /// The map's hash (see the module docs), bringing the cached one up to date.
+    pub fn hash(&mut self) -> [u8; 32] {
+        let c = &mut self.cache;
         if let Some(r) = c.root {
             return r;
         }
@@ -311,18 +276,6 @@ impl<K: Ord + Clone + Bucket + Serialize, V: Serialize> Tracked<K, V> {
     }
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 impl<K, V> Serialize for Tracked<K, V>
 where
     K: Ord + Clone + Bucket + Serialize,
@@ -330,11 +283,7 @@ where
     BTreeMap<K, V>: Serialize,
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if hash_mode() {
-            s.serialize_str(&hex::encode(self.hash()))
-        } else {
-            self.map.serialize(s)
-        }
+        self.map.serialize(s)
     }
 }
 
@@ -348,22 +297,18 @@ where
 }
 
 /// `#[serde(with = …)]` for tracked maps with compound keys: `[[k, v], …]` (as
-/// [`crate::json::entries`]), or the hash in hash mode.
+/// [`crate::json::entries`]).
 pub mod entries {
     use super::*;
 
-    /// Serialises as `[[k, v], …]`, or the hash in hash mode.
+    /// Serialises as `[[k, v], …]`.
     pub fn serialize<K, V, S>(m: &Tracked<K, V>, s: S) -> Result<S::Ok, S::Error>
     where
-        K: Ord + Clone + Bucket + Serialize,
+        K: Serialize,
         V: Serialize,
         S: Serializer,
     {
-        if hash_mode() {
-            s.serialize_str(&hex::encode(m.hash()))
-        } else {
-            crate::json::entries::serialize(&m.map, s)
-        }
+        crate::json::entries::serialize(&m.map, s)
     }
 
     /// Parses `[[k, v], …]`.
@@ -412,7 +357,7 @@ mod tests {
             *v += 1;
         }
         assert_eq!(t.hash(), fresh(&t));
-        let c = t.clone();
+        let mut c = t.clone();
         t.insert((50, "q".into()), 3);
         assert_ne!(c.hash(), t.hash());
         assert_eq!(c.hash(), fresh(&c));
@@ -424,14 +369,14 @@ mod tests {
     }
 
     #[test]
-    fn serialisation_is_the_plain_map_outside_hash_mode() {
+    fn serialisation_is_the_plain_map() {
         let mut t: Tracked<u64, String> = Tracked::default();
         t.insert(3, "x".into());
         assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"3":"x"}"#);
-        let back: Tracked<u64, String> = serde_json::from_str(r#"{"3":"x"}"#).unwrap();
+        let mut back: Tracked<u64, String> = serde_json::from_str(r#"{"3":"x"}"#).unwrap();
         assert_eq!(back, t);
         assert_eq!(back.hash(), t.hash());
-        let h = with_hash_mode(|| serde_json::to_string(&t).unwrap());
-        assert_eq!(h, format!("\"{}\"", hex::encode(t.hash())));
+        // Hashing does not change what the map serialises to.
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"3":"x"}"#);
     }
 }

@@ -1,4 +1,4 @@
-//! Weights from PoC (`chain-and-api.md` §5.1–§5.5): vote counting, the V2 weight
+//! Weights from PoC (`docs/protocol/chain-and-api.md` §5.1–§5.5): vote counting, the V2 weight
 //! calculator with optional slots and time normalisation, and the V1 calculator.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -7,8 +7,9 @@ use crate::address;
 use crate::decimal::{Dec, LegacyDec};
 use crate::epoch::EpochParams;
 use crate::msgs::MlNodeWeight;
+use crate::records::{ActiveParticipant, MlNodeAllocation, ValidationSnapshot};
 use crate::slots;
-use crate::state::{ActiveParticipant, ChainState, MlNodeAllocation, ValidationSnapshot};
+use crate::state::ChainState;
 
 /// Block time the normalisation assumes, in seconds.
 pub const NOMINAL_BLOCK_SECONDS: &str = "5.41";
@@ -237,7 +238,7 @@ impl ChainState {
         if let Some(snap) = self.snapshots.get(&stage) {
             if pp.validation_slots > 0 {
                 rules.slots = Some((
-                    snap.app_hash.clone(),
+                    hex::encode(snap.app_hash),
                     snap.validator_weights.clone(),
                     pp.validation_slots,
                 ));
@@ -707,7 +708,7 @@ mod tests {
         let snap = |g, e| ValidationSnapshot {
             poc_stage_start_height: 1,
             snapshot_height: 1,
-            app_hash: String::new(),
+            app_hash: [0; 32],
             validator_weights: vec![],
             generation_start_timestamp: g,
             exchange_end_timestamp: e,

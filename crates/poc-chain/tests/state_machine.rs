@@ -4,10 +4,12 @@
 mod common;
 
 use common::Net;
+use poc_chain::ante;
 use poc_chain::confirmation::ConfirmationPhase;
 use poc_chain::decimal::Decimal;
+use poc_chain::keys::FreshVerifier;
 use poc_chain::msgs::{Msg, OPERATIONAL_PERMISSIONS};
-use poc_chain::state::ParticipantStatus;
+use poc_chain::records::ParticipantStatus;
 use poc_chain::tx::{self, TxMsg};
 
 const S1: i64 = 100; // first PoC start (epoch_length 100)
@@ -296,7 +298,7 @@ fn ante_rules_reject_in_checktx_only() {
         &net.keys[0].clone(),
         vec![TxMsg::Direct(net.commit(0, S1, 5))],
     );
-    let (r, ok) = tx::check_tx(&net.state, &t, None);
+    let (r, ok) = ante::check_tx(&net.state, &t, None, &FreshVerifier);
     assert!(ok.is_none());
     assert_eq!(r.code, 1128, "{r:?}");
     // Future stage height: "too early".
@@ -304,7 +306,10 @@ fn ante_rules_reject_in_checktx_only() {
         &net.keys[0].clone(),
         vec![TxMsg::Direct(net.commit(0, S1 + 500, 5))],
     );
-    assert_eq!(tx::check_tx(&net.state, &t, None).0.code, 1107);
+    assert_eq!(
+        ante::check_tx(&net.state, &t, None, &FreshVerifier).0.code,
+        1107
+    );
 }
 
 #[test]

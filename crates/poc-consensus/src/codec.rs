@@ -8,9 +8,9 @@ use poc_chain::block::{Block, Header};
 use poc_chain::tx::MAX_TX_BYTES;
 
 /// Most transactions in one block.
-pub const MAX_BLOCK_TXS: usize = poc_chain_node::MAX_BLOCK_TXS;
+pub const MAX_BLOCK_TXS: usize = poc_chain::block::MAX_BLOCK_TXS;
 /// Most transaction bytes in one block.
-pub const MAX_BLOCK_BYTES: usize = poc_chain_node::MAX_BLOCK_BYTES;
+pub const MAX_BLOCK_BYTES: usize = poc_chain::block::MAX_BLOCK_BYTES;
 /// Most bytes of blocks in one fetch response.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Most blocks in one fetch response.

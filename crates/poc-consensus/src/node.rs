@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use commonware_cryptography::ed25519;
-use poc_chain::state::{ConsensusValidator, Genesis};
+use poc_chain::genesis::{ConsensusValidator, Genesis};
 use poc_chain_node::{NodeConfig, Producer, RunningChain, home};
 
 use crate::app::{Behavior, PublicKey};

@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::{MlNodeWeight, Msg, ValidationPayloadV2};
-use poc_chain::state::{ChainState, Genesis, GenesisParticipant};
-use poc_chain::tx::{self, PrivateKey, TxMsg};
+use poc_chain::state::ChainState;
+use poc_chain::tx::{self, TxMsg};
 
 /// Participants and what each has sent so far.
 pub struct Traffic {

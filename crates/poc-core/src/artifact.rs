@@ -1,4 +1,4 @@
-//! The artifact wire format (`compute-v2.md` §2.10, §2.5): k FP16 values, little-endian,
+//! The artifact wire format (`docs/protocol/compute-v2.md` §2.10, §2.5): k FP16 values, little-endian,
 //! standard base64 with padding, and the `encoding` metadata that travels with them.
 
 use base64::Engine;

@@ -1,4 +1,4 @@
-//! The Haar-like rotation of the picked coordinates (`compute-v2.md` §2.9): k−1 random
+//! The Haar-like rotation of the picked coordinates (`docs/protocol/compute-v2.md` §2.9): k−1 random
 //! Householder reflections applied in the order j = 0, 1, …, k−2, all in f32.
 
 use crate::householder::reflect;

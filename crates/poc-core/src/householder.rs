@@ -1,4 +1,4 @@
-//! Per-layer Householder reflections ("structure breaking", `compute-v2.md` §2.3).
+//! Per-layer Householder reflections ("structure breaking", `docs/protocol/compute-v2.md` §2.3).
 //!
 //! After every decoder layer `i` of the PoC forward, the layer's output (hidden state and
 //! residual) is reflected per token: `x ← x − 2 (x·v_i) v_i` with the unit vector

@@ -1,4 +1,4 @@
-//! Per-nonce input embeddings (`compute-v2.md` §1.6, §1.7, §2.1).
+//! Per-nonce input embeddings (`docs/protocol/compute-v2.md` §1.6, §1.7, §2.1).
 //!
 //! The input of nonce `n` is `_normal(seed("{block_hash}_{public_key}_nonce{n}"), L*H)`
 //! viewed row-major as `[L, H]` (token `t`, channel `d` is element `t*H + d`). The model

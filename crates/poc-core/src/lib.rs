@@ -14,7 +14,7 @@
 //! - [`stats`], [`validation`]: the exact binomial test and the validator's verdict.
 //!
 //! This crate must not depend on models, storage, networking or the chain; they depend on
-//! it. Normative references are to `compute-v2.md` of the project specification.
+//! it. Section references (§) are to the protocol description, `docs/protocol/compute-v2.md`.
 
 pub mod artifact;
 pub mod haar;

@@ -1,4 +1,4 @@
-//! Nonce assignment (`NonceIterator`, `compute-v2.md` §3.1).
+//! Nonce assignment (`NonceIterator`, `docs/protocol/compute-v2.md` §3.1).
 //!
 //! `value(x) = node_id + group_id * node_count + x * (n_groups * node_count)` for
 //! x = 0, 1, 2, …: every (ML node, replica group) pair gets a disjoint arithmetic

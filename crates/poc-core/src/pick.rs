@@ -1,4 +1,4 @@
-//! The k-dim pick (`random_pick_indices`, `compute-v2.md` §2.7).
+//! The k-dim pick (`random_pick_indices`, `docs/protocol/compute-v2.md` §2.7).
 //!
 //! Each of the `dim` hidden dimensions gets the score `murmur(d, seed)` with
 //! `seed = seed("{block_hash}_{public_key}_nonce_{nonce}_pick_{k}")`; the `k` dimensions

@@ -1,4 +1,4 @@
-//! From the last-token hidden state to the artifact vector (`compute-v2.md` §2.6–§2.10):
+//! From the last-token hidden state to the artifact vector (`docs/protocol/compute-v2.md` §2.6–§2.10):
 //! sphere-normalise, pick k dimensions (CUDA order), gather, Haar-rotate, normalise again,
 //! round to FP16. Everything is f32, with the reference's literal `+ 1e-8` epsilons.
 

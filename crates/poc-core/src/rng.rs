@@ -1,5 +1,5 @@
 //! The reference's random primitives: the non-standard murmur hash, uniforms and
-//! Box–Muller normals in the block layout (`compute-v2.md` §1.2–§1.5).
+//! Box–Muller normals in the block layout (`docs/protocol/compute-v2.md` §1.2–§1.5).
 //!
 //! Integer parts (hashes, the u32 → f32 conversion, the uniforms) are bit-exact.
 //! Normals follow the reference's op-by-op f32 rounding

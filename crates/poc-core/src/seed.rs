@@ -2,7 +2,7 @@
 //!
 //! Every random quantity of PoC v2 is derived from a UTF-8 string built from the round's
 //! block hash, the participant's public key and the nonce. The strings below are normative
-//! (`compute-v2.md` §1.6): any change of spelling, case or separator changes every vector.
+//! (`docs/protocol/compute-v2.md` §1.6): any change of spelling, case or separator changes every vector.
 //! `block_hash` and `public_key` are opaque and used verbatim.
 
 use sha2::{Digest, Sha256};
@@ -22,7 +22,7 @@ pub fn seed_from_string(s: &str) -> u32 {
 }
 
 /// The eight big-endian u32 words of SHA-256(`s`), used by the stronger-RNG input generator
-/// (`compute-v2.md` §1.7). Word 0 equals [`seed_from_string`].
+/// (`docs/protocol/compute-v2.md` §1.7). Word 0 equals [`seed_from_string`].
 pub fn sub_seeds_from_string(s: &str) -> [u32; 8] {
     let d = sha256(s);
     let mut out = [0u32; 8];

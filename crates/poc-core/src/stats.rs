@@ -1,4 +1,4 @@
-//! The exact one-sided binomial test the validators run (`compute-v2.md` §4.7, §6.1).
+//! The exact one-sided binomial test the validators run (`docs/protocol/compute-v2.md` §4.7, §6.1).
 //!
 //! `p_value = P(X >= k)` for `X ~ Binomial(n, p)`, i.e. SciPy's
 //! `binomtest(k, n, p, alternative="greater").pvalue`.

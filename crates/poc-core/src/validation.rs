@@ -1,4 +1,4 @@
-//! The validator's verdict on one participant (`compute-v2.md` §4.7).
+//! The validator's verdict on one participant (`docs/protocol/compute-v2.md` §4.7).
 //!
 //! For every recomputed nonce that the participant also sent a vector for, the nonce is a
 //! **mismatch** when the received vector is malformed (not base64, wrong length, NaN/Inf)

@@ -1,4 +1,4 @@
-//! Conformance vectors of the specification (`compute-v2.md`), section by section,
+//! Conformance vectors of the specification (`docs/protocol/compute-v2.md`), section by section,
 //! exercised through the public API. Integers, seeds, picks and encodings must match
 //! exactly; f32 values (printed in the spec to 7 decimals) within that rounding plus about
 //! two f32 ulp, which is what the reference itself guarantees across platforms (§1.4, §9).

@@ -18,9 +18,9 @@ use poc_api::config::{ApiConfig, MlNodeEntry};
 use poc_chain::api::EpochInfoResponse;
 use poc_chain::decimal::Decimal;
 use poc_chain::epoch::{EpochContext, Phase};
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::params::{Params, StatTestParams};
-use poc_chain::state::{Genesis, GenesisParticipant};
-use poc_chain::tx::PrivateKey;
 use poc_chain_client::ChainClient;
 use poc_chain_node::{NodeConfig, RunningChain, home};
 use poc_mlnode::{MlNodeConfig, PocSettings, RunningNode};
@@ -367,7 +367,7 @@ async fn start_validators(
             poc_consensus::keys::generate().map_err(|e| comp("validator key")(e.to_string()))?;
         genesis
             .consensus_validators
-            .push(poc_chain::state::ConsensusValidator {
+            .push(poc_chain::genesis::ConsensusValidator {
                 name: format!("validator-{i}"),
                 public_key: poc_consensus::keys::public_hex(&k),
             });
@@ -799,7 +799,7 @@ impl Devnet {
                     block_hash_at_common: block
                         .map(|b| hex::encode(b.header.hash()))
                         .unwrap_or_default(),
-                    app_hash_at_common: result.map(|r| r.app_hash).unwrap_or_default(),
+                    app_hash_at_common: result.map(|r| hex::encode(r.app_hash)).unwrap_or_default(),
                 }
             })
             .collect()

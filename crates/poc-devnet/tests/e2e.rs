@@ -1,5 +1,5 @@
 //! End-to-end scenarios on a devnet (real chain, ML and API nodes over loopback HTTP),
-//! mirroring the reference's integration tests (`chain-and-api.md` §8.1). They take tens
+//! mirroring the reference's integration tests (`docs/protocol/chain-and-api.md` §8.1). They take tens
 //! of seconds each and run in CI.
 
 use std::time::Duration;

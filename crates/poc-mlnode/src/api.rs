@@ -1,4 +1,4 @@
-//! Request and response bodies of the ML node's PoC API (`compute-v2.md` §4).
+//! Request and response bodies of the ML node's PoC API (`docs/protocol/compute-v2.md` §4).
 
 use poc_core::{Artifact, Encoding};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Delivery of artifacts and verdicts to the API node (`compute-v2.md` §4.8).
+//! Delivery of artifacts and verdicts to the API node (`docs/protocol/compute-v2.md` §4.8).
 //!
 //! Continuous generation accumulates artifacts in a bounded buffer (oldest dropped beyond
 //! the cap) that a task posts as one `POST {url}/generated` every interval, retrying with

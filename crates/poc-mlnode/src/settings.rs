@@ -37,7 +37,7 @@ impl ChatPolicy {
     }
 }
 
-/// Tunables of the PoC side, with the reference's defaults (`compute-v2.md` §4.11).
+/// Tunables of the PoC side, with the reference's defaults (`docs/protocol/compute-v2.md` §4.11).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PocSettings {
     /// `POC_BATCH_SIZE_DEFAULT`: nonces per forward when a request gives none.

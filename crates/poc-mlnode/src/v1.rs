@@ -1,4 +1,4 @@
-//! The PoC v1 API of the ML node (`compute-v1.md` §8, §9): the round's random-weight
+//! The PoC v1 API of the ML node (`docs/protocol/compute-v1.md` §8, §9): the round's random-weight
 //! model built from the block hash, continuous generation of `(nonce, dist)` with
 //! `dist < r_target`, validation of submitted batches with the binomial test, and the
 //! reference's callbacks (`{url}/generated`, `{url}/validated`) every callback interval.

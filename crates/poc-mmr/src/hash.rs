@@ -1,4 +1,4 @@
-//! Leaf and node hashing (SHA-256 with domain prefixes, `chain-and-api.md` §6.5).
+//! Leaf and node hashing (SHA-256 with domain prefixes, `docs/protocol/chain-and-api.md` §6.5).
 //!
 //! Both hashes are computed on the raw SHA-256 compression function with precomputed
 //! padding: a node (65 bytes) is exactly two blocks and a leaf with a vector of up to 50

@@ -3,7 +3,7 @@
 //! Participants keep their PoC artifacts off-chain in an append-only Merkle Mountain
 //! Range and commit only `(root, count)` on chain; validators check sampled artifacts with
 //! inclusion proofs against that snapshot. This crate is the pure, byte-exact MMR of the
-//! reference (`chain-and-api.md` §6.5): leaf and node hashing, the post-order layout, roots
+//! reference (`docs/protocol/chain-and-api.md` §6.5): leaf and node hashing, the post-order layout, roots
 //! at every historical count, proofs (single and batched) and a strict verifier.
 //!
 //! No I/O, no clocks, no threads: durability lives in `poc-store`, which wraps this crate.

@@ -1,5 +1,5 @@
 //! The MMR against an independent, recursive reading of the specification
-//! (`chain-and-api.md` §6.5): peaks are the roots of perfect trees over consecutive runs of
+//! (`docs/protocol/chain-and-api.md` §6.5): peaks are the roots of perfect trees over consecutive runs of
 //! `2^h` leaves (largest first), bagged right to left; a proof lists the siblings from the
 //! leaf to its peak, then the other peaks left to right. Nothing here uses the post-order
 //! array, so layout mistakes in the implementation cannot cancel out.

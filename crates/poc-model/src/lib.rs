@@ -5,7 +5,7 @@
 //!
 //! - the PoC forward ([`poc::PocEngine`]): inputs from `poc-core` as input embeddings,
 //!   a Householder reflection of every layer's output, the last hidden state projected to
-//!   a k-dim FP16 artifact (`compute-v2.md` §2);
+//!   a k-dim FP16 artifact (`docs/protocol/compute-v2.md` §2);
 //! - ordinary generation on the same weights ([`generate`]), untouched by the PoC
 //!   transforms;
 //! - deterministic random-weight checkpoints for tests, devnets and benchmarks

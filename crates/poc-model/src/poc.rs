@@ -1,4 +1,4 @@
-//! The PoC v2 forward (`compute-v2.md` §2): deterministic inputs as input embeddings, a
+//! The PoC v2 forward (`docs/protocol/compute-v2.md` §2): deterministic inputs as input embeddings, a
 //! Householder reflection of every layer's output, the last position after the final
 //! norm, then the model-independent projection to a k-dim FP16 artifact vector.
 

@@ -91,7 +91,7 @@ fn inputs_and_projection_run_through_the_core() {
             .collect();
         assert_eq!(got, want);
     }
-    // compute-v2.md §2.10: h[d] = d + 1 (H = 5120), nonce 0.
+    // docs/protocol/compute-v2.md §2.10: h[d] = d + 1 (H = 5120), nonce 0.
     let ramp: Vec<f32> = (0..5120).map(|d| (d + 1) as f32).collect();
     let v = project_nonce(&params(16), 0, &ramp).unwrap();
     assert_eq!(

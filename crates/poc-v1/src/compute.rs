@@ -1,4 +1,4 @@
-//! The per-nonce pipeline and validation of PoC v1 (`compute-v1.md` §6, §9): inputs,
+//! The per-nonce pipeline and validation of PoC v1 (`docs/protocol/compute-v1.md` §6, §9): inputs,
 //! forward, last-position logits, the nonce's vocabulary permutation, unit-sphere
 //! normalisation (f32), the distance to the round's target (f64), `dist < r_target`; and
 //! the validator's binomial test.

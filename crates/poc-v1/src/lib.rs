@@ -1,4 +1,4 @@
-//! # poc-v1: PoC v1 compute (`compute-v1.md`)
+//! # poc-v1: PoC v1 compute (`docs/protocol/compute-v1.md`)
 //!
 //! The random pipeline reproduces numpy bit for bit ([`numpy`], [`ziggurat`]).
 

@@ -1,4 +1,4 @@
-//! The random-weight Llama-style transformer of PoC v1 (`compute-v1.md` §4) on candle, in
+//! The random-weight Llama-style transformer of PoC v1 (`docs/protocol/compute-v1.md` §4) on candle, in
 //! fp16 like the reference: RMSNorm in f32 then cast (`type_as`) and scaled by the fp16
 //! weight; RoPE with the fp16-rounded cos/sin table, rotated in f32 on interleaved channel
 //! pairs; fp16 attention scores with an f32 softmax; SwiGLU; f32 logits of the last

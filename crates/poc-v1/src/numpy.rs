@@ -1,4 +1,4 @@
-//! numpy's random pipeline, bit for bit (`compute-v1.md` §3): SHA-256 entropy words,
+//! numpy's random pipeline, bit for bit (`docs/protocol/compute-v1.md` §3): SHA-256 entropy words,
 //! `SeedSequence` (pool of 4, hash mixing), `PCG64` seeded from it, `random()` doubles,
 //! the ziggurat `standard_normal`, `normal`, and `permutation` (Fisher–Yates with masked
 //! rejection on buffered 32-bit draws).

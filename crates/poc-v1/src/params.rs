@@ -1,4 +1,4 @@
-//! v1 model parameters (`compute-v1.md` §2), with the reference's JSON field names.
+//! v1 model parameters (`docs/protocol/compute-v1.md` §2), with the reference's JSON field names.
 
 use serde::{Deserialize, Serialize};
 

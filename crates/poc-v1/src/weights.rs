@@ -1,4 +1,4 @@
-//! Weight initialisation from the block hash: the pool scheme (`compute-v1.md` §5).
+//! Weight initialisation from the block hash: the pool scheme (`docs/protocol/compute-v1.md` §5).
 
 use half::f16;
 use sha2::{Digest, Sha256};

@@ -1,5 +1,5 @@
 //! The numpy pipeline against numpy itself (`scripts/numpy_v1_reference.py`) and the
-//! derived vectors of `compute-v1.md` §3.
+//! derived vectors of `docs/protocol/compute-v1.md` §3.
 
 use poc_v1::numpy::{Pcg64, SeedSequence, extended_entropy};
 use serde_json::Value;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use poc_api::RunningApi;
 use poc_api::config::ApiConfig;
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::params::Params;
-use poc_chain::state::{Genesis, GenesisParticipant};
-use poc_chain::tx::PrivateKey;
 use poc_chain_node::{NodeConfig, RunningChain, home};
 use sha2::{Digest, Sha256};
 

@@ -4,10 +4,12 @@
 use poc_chain::block::BlockResult;
 use poc_chain::decimal::Decimal;
 use poc_chain::epoch::EpochParams;
+use poc_chain::genesis::{Genesis, GenesisParticipant};
+use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::{MlNodeWeight, Msg, ValidationPayloadV2};
 use poc_chain::params::Params;
-use poc_chain::state::{ChainState, Genesis, GenesisParticipant};
-use poc_chain::tx::{self, PrivateKey, TxMsg, TxResult};
+use poc_chain::state::ChainState;
+use poc_chain::tx::{self, TxMsg, TxResult};
 use sha2::{Digest, Sha256};
 
 pub fn key(name: &str) -> PrivateKey {

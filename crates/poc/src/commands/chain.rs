@@ -2,9 +2,9 @@
 
 use anyhow::{Context, bail};
 use poc_chain::api::BroadcastMode;
+use poc_chain::genesis::Genesis;
 use poc_chain::msgs::Msg;
 use poc_chain::params::Params;
-use poc_chain::state::Genesis;
 use poc_chain::tx::TxMsg;
 use poc_chain_client::{ChainClient, TxSigner};
 use poc_chain_node::{NodeConfig, home};
