@@ -1093,7 +1093,7 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
     })
 }
 
-type Tick = fn(Arc<Shared>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+type Tick = fn(Arc<Shared>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 async fn periodic(st: Arc<Shared>, mut stop: watch::Receiver<bool>, every: Duration, f: Tick) {
     let mut iv = tokio::time::interval(every);

@@ -21,6 +21,7 @@ use commonware_runtime::{Clock, Metrics, Spawner};
 use commonware_utils::channel::{mpsc, oneshot};
 use poc_chain::api::{ConsensusStatus, PeerStatus};
 use poc_chain::block::{Block, BlockResult};
+use poc_chain::keys::SignatureMemo;
 use poc_chain::state::ChainState;
 use poc_chain_node::{Head, Shared, commit_block};
 
@@ -253,6 +254,9 @@ pub struct App<E> {
     head_seen: SystemTime,
     /// Bytes of transactions in `blocks`.
     blocks_bytes: usize,
+    /// The node's signature memo, shared with its mempool: a block's transactions that
+    /// were gossiped here first are not verified again when the block executes.
+    signatures: Arc<SignatureMemo>,
 }
 
 /// What a block costs in memory, roughly: its transactions plus a header.
@@ -294,7 +298,11 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 Err(e) => tracing::warn!("cannot read unfinalized blocks: {e}"),
             }
         }
-        shared.mempool.lock().expect("mempool lock").enable_gossip();
+        let signatures = {
+            let mut pool = shared.mempool.lock().expect("mempool lock");
+            pool.enable_gossip();
+            pool.signatures()
+        };
         let status = ConsensusStatus {
             engine: format!("commonware-consensus simplex {}", crate::ENGINE_VERSION),
             public_key: hex_key(&cfg.me),
@@ -311,6 +319,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 head,
                 rx,
                 blocks,
+                signatures,
                 executed: HashMap::new(),
                 invalid: HashSet::new(),
                 seen_at: HashMap::new(),
@@ -443,7 +452,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 .state_of(&block.header.prev_hash)
                 .expect("parent executed just before");
             let mut state = parent.clone();
-            match state.apply_block(&block) {
+            match state.apply_block_with(&block, &*self.signatures) {
                 Ok(result) => {
                     self.executed.insert(d, Executed { state, result });
                 }

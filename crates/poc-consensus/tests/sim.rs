@@ -427,7 +427,7 @@ fn a_single_validator_chain_finalizes_alone_at_the_block_time() {
 #[test]
 fn the_same_seed_gives_the_same_chain() {
     let chain = |seed: u64| {
-        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let o = out.clone();
         run(seed, async move |context| {
             let mut c = Cluster::new(context, 4).await;

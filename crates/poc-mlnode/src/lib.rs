@@ -48,7 +48,7 @@ pub struct MlNodeConfig {
     /// Compute dtype (`None` = the checkpoint's).
     pub dtype: Option<DType>,
     /// Devices of the layer pipeline, in order (empty = [`poc_model::default_device`]).
-    pub devices: Vec<poc_model::candle_core::Device>,
+    pub devices: Vec<candle_core::Device>,
     /// How FP8 weights are kept (`None` = the default for the first device).
     pub fp8: Option<poc_model::Fp8Path>,
     /// PoC tunables.

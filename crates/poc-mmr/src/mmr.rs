@@ -214,7 +214,7 @@ impl Mmr {
 
     /// Bytes of node storage reserved.
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Hash>()
+        self.nodes.capacity() * size_of::<Hash>()
     }
 
     /// Appends a leaf hash and returns its leaf index.

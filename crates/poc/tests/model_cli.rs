@@ -13,7 +13,7 @@ fn poc(args: &[&str]) -> Output {
 }
 
 /// Writes a preset checkpoint into `dir`.
-fn init(preset: &str, dir: &std::path::Path) {
+fn init(preset: &str, dir: &Path) {
     json_out(&poc(&[
         "model",
         "init",

@@ -342,7 +342,7 @@ fn async_stream<F, Fut>(
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Event, std::convert::Infallible>>
 where
     F: FnOnce(mpsc::Sender<Result<Event, std::convert::Infallible>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(f(tx));
