@@ -3,18 +3,25 @@
 //! Drives the participant's ML nodes through PoC, keeps the artifacts (one crash-safe
 //! store per stage), commits `(count, root)` and the per-node weight distribution to the
 //! chain, serves Merkle proofs to validators, and validates every other participant.
-//! `docs/protocol/chain-and-api.md` §6; the pure parts live in [`sampling`], [`proofs`], [`phase`] and
-//! [`timing`].
+//! `docs/protocol/chain-and-api.md` §6. Decisions are pure and apart from effects:
+//! [`plan`] (what to start at each block), [`phase`] (what the chain's timeline allows),
+//! [`timing`] (when to commit and vote), [`sampling`] and [`proofs`] (what to ask and
+//! check). The shells carry them out: the chain tracker, the commit worker, the proof
+//! server ([`server`]) and the [`validator`].
 
 pub mod callbacks;
 pub mod chainio;
+mod commit;
 pub mod config;
+mod http;
 pub mod mlnodes;
 pub mod phase;
+pub mod plan;
 pub mod proofs;
 pub mod sampling;
 pub mod server;
 pub mod timing;
+mod tracker;
 pub mod v1flow;
 pub mod validator;
 
@@ -23,12 +30,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use poc_chain::api::{BroadcastMode, TxResponse};
-use poc_chain::confirmation::ConfirmationPhase;
-use poc_chain::epoch::Phase;
-use poc_chain::error::ErrorKind;
+use poc_chain::api::BroadcastMode;
 use poc_chain::keys::PrivateKey;
-use poc_chain::msgs::{MlNodeWeight, Msg};
 use poc_chain_client::ChainClient;
 use poc_http::ServerStats;
 use poc_store::StageStores;
@@ -37,11 +40,11 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::{AllowList, CallbackTokens, Grant};
 use crate::chainio::ChainIo;
+use crate::commit::window_closed;
 use crate::config::{ApiConfig, secs};
 use crate::mlnodes::{Broker, GenerationSpec};
-use crate::phase::{ChainView, scale_distribution};
-use crate::timing::{Attempt, BlockClock, VoteBatch, VoteQueue, Window, commit_due};
-use crate::validator::StageJob;
+use crate::phase::ChainView;
+use crate::timing::{BlockClock, VoteBatch, VoteQueue, Window};
 
 /// Errors starting the node.
 #[derive(Debug, thiserror::Error)]
@@ -104,37 +107,6 @@ impl Metrics {
     }
 }
 
-/// Commit worker memory.
-#[derive(Debug, Default)]
-struct CommitState {
-    stage: i64,
-    last_committed: u64,
-    last_attempt: Option<Attempt>,
-    /// Whether the end of the stage's commit window was already checked.
-    window_closed: bool,
-    distribution_attempt: Option<Instant>,
-    distributed: bool,
-}
-
-/// Sets `slot` to `v` and says whether it was something else (a one-shot trigger).
-fn first_time<T: PartialEq + Copy>(slot: &mut Option<T>, v: T) -> bool {
-    if *slot == Some(v) {
-        return false;
-    }
-    *slot = Some(v);
-    true
-}
-
-/// Which PoC steps were already triggered.
-#[derive(Debug, Default)]
-struct Triggers {
-    generation: Option<i64>,
-    validation: Option<i64>,
-    conf_generation: Option<i64>,
-    conf_validation: Option<i64>,
-    seed: Option<u64>,
-}
-
 /// The PoC v2 generation the ML nodes should be running: what to send to a node that
 /// is not generating (restarted, or back after a failure) while the stage accepts
 /// artifacts.
@@ -148,16 +120,6 @@ struct GenerationPlan {
 
 /// Keys allowed to sign for an account: `(address, compressed key)`.
 pub type SignerSet = Vec<(String, Vec<u8>)>;
-
-/// Whether a rejected transaction's code says its window has closed.
-fn window_closed(r: &TxResponse) -> bool {
-    r.result.codespace == ErrorKind::PocTooLate.codespace()
-        && [
-            ErrorKind::PocTooLate.code(),
-            ErrorKind::UpcomingEpochNotFound.code(),
-        ]
-        .contains(&r.result.code)
-}
 
 /// Everything the tasks and handlers share.
 pub struct Shared {
@@ -188,8 +150,8 @@ pub struct Shared {
     authz: Mutex<HashMap<String, (Instant, SignerSet)>>,
     limiter: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     pub(crate) proof_http: reqwest::Client,
-    commit: tokio::sync::Mutex<CommitState>,
-    triggers: Mutex<Triggers>,
+    commit: tokio::sync::Mutex<commit::CommitState>,
+    triggers: Mutex<plan::Triggers>,
     generation: Mutex<Option<GenerationPlan>>,
     /// One pass of [`Shared::keep_generating`] at a time (validation takes it to stop
     /// the nodes).
@@ -408,439 +370,6 @@ impl Shared {
             .filter(|ok| *ok)
             .count()
     }
-
-    /// Reacts to a new chain view: seeds, generation start, validation start, for regular
-    /// and confirmation PoC.
-    async fn on_view(self: &Arc<Self>, v: &ChainView) {
-        let ctx = v.latest_ctx();
-        let info = &v.info;
-        let upcoming = info.latest_epoch.index > info.effective_epoch.index;
-        let s = ctx.start_of_poc();
-        let phase = v.phase();
-        let pp = &info.params.poc_params;
-        if upcoming
-            && matches!(
-                phase,
-                Phase::PoCGenerate
-                    | Phase::PoCGenerateWindDown
-                    | Phase::PoCValidate
-                    | Phase::PoCValidateWindDown
-            )
-        {
-            let epoch = info.latest_epoch.index;
-            let send = first_time(&mut self.triggers.lock().expect("triggers").seed, epoch);
-            if send {
-                let seed = Msg::SubmitSeed {
-                    creator: self.io.address.clone(),
-                    epoch_index: epoch,
-                    signature: self.io.seed_for(epoch),
-                };
-                match self.io.send_exec(vec![seed], BroadcastMode::Sync).await {
-                    Ok(r) if r.result.code == 0 => tracing::info!(epoch, "seed submitted"),
-                    Ok(r) => tracing::warn!(epoch, "seed rejected: {}", r.result.raw_log),
-                    Err(e) => {
-                        tracing::warn!(epoch, "seed not sent: {e}");
-                        self.triggers.lock().expect("triggers").seed = None;
-                    }
-                }
-            }
-        }
-        if !v.should_use_v2() {
-            self.on_view_v1(v, upcoming, s, phase).await;
-            return;
-        }
-        // Regular PoC.
-        if upcoming
-            && matches!(phase, Phase::PoCGenerate | Phase::PoCGenerateWindDown)
-            && v.accept_generated()
-        {
-            let go = first_time(&mut self.triggers.lock().expect("triggers").generation, s);
-            if go {
-                match self.block_hash(s).await {
-                    Some(hash) => {
-                        let spec = GenerationSpec {
-                            block_hash: hash,
-                            block_height: s,
-                            public_key: self.io.account_hex.clone(),
-                            model: pp.model_id.clone(),
-                            seq_len: pp.seq_len,
-                            url: String::new(),
-                        };
-                        // On a task: a slow ML node must not hold up the chain tracker.
-                        // The plan lasts as long as the stage takes commits.
-                        if let Some(w) = v.commit_window(s) {
-                            let st = Arc::clone(self);
-                            tokio::spawn(async move { st.start_generation(spec, w.end).await });
-                        }
-                    }
-                    None => self.triggers.lock().expect("triggers").generation = None,
-                }
-            }
-        }
-        if upcoming && matches!(phase, Phase::PoCValidate | Phase::PoCValidateWindDown) {
-            let go = first_time(&mut self.triggers.lock().expect("triggers").validation, s);
-            if go {
-                let (seed, sampling) = (
-                    self.block_hash(s).await,
-                    self.block_hash(ctx.start_of_poc_validation()).await,
-                );
-                match (seed, sampling, v.vote_window(s)) {
-                    (Some(seed_hash), Some(sampling_hash), Some(window)) => {
-                        let job = StageJob {
-                            stage: s,
-                            seed_hash,
-                            sampling_hash,
-                            window,
-                        };
-                        tokio::spawn(validator::validate_stage(Arc::clone(self), job));
-                    }
-                    _ => self.triggers.lock().expect("triggers").validation = None,
-                }
-            }
-        }
-        // Confirmation PoC.
-        if let Some(e) = v.event().cloned() {
-            let ep = &info.params.epoch_params;
-            let t_h = e.trigger_height;
-            if e.phase == ConfirmationPhase::Generation && e.in_batch_window(v.height, ep) {
-                let go = first_time(
-                    &mut self.triggers.lock().expect("triggers").conf_generation,
-                    t_h,
-                );
-                if go {
-                    let spec = GenerationSpec {
-                        block_hash: e.poc_seed_block_hash.clone(),
-                        block_height: t_h,
-                        public_key: self.io.account_hex.clone(),
-                        model: pp.model_id.clone(),
-                        seq_len: pp.seq_len,
-                        url: String::new(),
-                    };
-                    if let Some(w) = v.commit_window(t_h) {
-                        let st = Arc::clone(self);
-                        tokio::spawn(async move { st.start_generation(spec, w.end).await });
-                    }
-                }
-            }
-            if e.phase == ConfirmationPhase::Validation {
-                let go = first_time(
-                    &mut self.triggers.lock().expect("triggers").conf_validation,
-                    t_h,
-                );
-                if go {
-                    match (
-                        self.block_hash(e.validation_start(ep)).await,
-                        v.vote_window(t_h),
-                    ) {
-                        (Some(sampling_hash), Some(window)) => {
-                            let job = StageJob {
-                                stage: t_h,
-                                seed_hash: e.poc_seed_block_hash.clone(),
-                                sampling_hash,
-                                window,
-                            };
-                            tokio::spawn(validator::validate_stage(Arc::clone(self), job));
-                        }
-                        _ => self.triggers.lock().expect("triggers").conf_validation = None,
-                    }
-                }
-            }
-        }
-    }
-
-    /// The v1 flow's triggers (regular PoC and v1 confirmation events).
-    async fn on_view_v1(self: &Arc<Self>, v: &ChainView, upcoming: bool, s: i64, phase: Phase) {
-        let ctx = v.latest_ctx();
-        if upcoming
-            && v.accept_generated()
-            && matches!(phase, Phase::PoCGenerate | Phase::PoCGenerateWindDown)
-        {
-            let go = first_time(&mut self.triggers.lock().expect("triggers").generation, s);
-            if go {
-                match self.block_hash(s).await {
-                    Some(hash) => {
-                        self.v1_start_generation(&hash, s, ctx.end_of_poc_validation())
-                            .await
-                    }
-                    None => self.triggers.lock().expect("triggers").generation = None,
-                }
-            }
-        }
-        if upcoming
-            && matches!(phase, Phase::PoCValidate | Phase::PoCValidateWindDown)
-            && v.height > ctx.start_of_poc_validation()
-        {
-            let go = first_time(&mut self.triggers.lock().expect("triggers").validation, s);
-            if go {
-                match (
-                    self.block_hash(s).await,
-                    self.block_hash(ctx.start_of_poc_validation()).await,
-                ) {
-                    (Some(seed), Some(sampling)) => {
-                        tokio::spawn(Arc::clone(self).v1_validate_stage(
-                            s,
-                            seed,
-                            sampling,
-                            ctx.end_of_poc_validation(),
-                        ));
-                    }
-                    _ => self.triggers.lock().expect("triggers").validation = None,
-                }
-            }
-        }
-        if let Some(e) = v.event().cloned() {
-            let ep = &v.info.params.epoch_params;
-            let t_h = e.trigger_height;
-            if e.phase == ConfirmationPhase::Generation && e.in_batch_window(v.height, ep) {
-                let go = first_time(
-                    &mut self.triggers.lock().expect("triggers").conf_generation,
-                    t_h,
-                );
-                if go {
-                    self.v1_start_generation(&e.poc_seed_block_hash, t_h, e.validation_end(ep))
-                        .await;
-                }
-            }
-            if e.phase == ConfirmationPhase::Validation {
-                let go = first_time(
-                    &mut self.triggers.lock().expect("triggers").conf_validation,
-                    t_h,
-                );
-                if go {
-                    match self.block_hash(e.validation_start(ep)).await {
-                        Some(sampling) => {
-                            tokio::spawn(Arc::clone(self).v1_validate_stage(
-                                t_h,
-                                e.poc_seed_block_hash.clone(),
-                                sampling,
-                                e.validation_end(ep),
-                            ));
-                        }
-                        None => self.triggers.lock().expect("triggers").conf_validation = None,
-                    }
-                }
-            }
-        }
-    }
-
-    /// One commit-worker tick (§6.6): while the stage's commit window is open and new
-    /// artifacts were stored, flush and commit the flushed `(count, root)` when due
-    /// (timed from the chain, [`timing::commit_due`]); once the window has closed, report
-    /// artifacts that arrived too late; then the weight distribution when due.
-    pub async fn commit_tick(self: &Arc<Self>) {
-        let Some(v) = self.view() else { return };
-        if !v.should_use_v2() {
-            return;
-        }
-        let stage = v.current_stage().height();
-        let mut cs = self.commit.lock().await;
-        if cs.stage != stage {
-            *cs = CommitState {
-                stage,
-                ..CommitState::default()
-            };
-        }
-        let Ok(store) = self.stores.get(stage as u64) else {
-            return;
-        };
-        let window = v.commit_window(stage);
-        if let Some(w) = window
-            && v.accept_store_commit(stage)
-        {
-            let now = Instant::now();
-            let grown = store.count() > cs.last_committed;
-            let interval = secs(self.cfg.commit_interval_s);
-            if commit_due(
-                grown,
-                cs.last_attempt,
-                now,
-                v.height,
-                w,
-                interval,
-                self.block_time(),
-            ) {
-                let s2 = Arc::clone(&store);
-                let snap = match tokio::task::spawn_blocking(move || s2.flush()).await {
-                    Ok(Ok(snap)) => snap,
-                    Ok(Err(e)) => {
-                        tracing::error!(stage, "flush failed: {e}");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(stage, "flush task failed: {e}");
-                        return;
-                    }
-                };
-                if let (Some(root), true) = (snap.root, snap.count > cs.last_committed) {
-                    cs.last_attempt = Some(Attempt {
-                        at: now,
-                        height: v.height,
-                    });
-                    let deadline = now + w.time_left(v.height, self.block_time());
-                    self.send_commit(&mut cs, stage, snap.count, root, w, deadline)
-                        .await;
-                }
-            }
-        } else if window.is_some_and(|w| !w.open_at(v.height)) && !cs.window_closed {
-            cs.window_closed = true;
-            let late = store.count().saturating_sub(cs.last_committed);
-            if late > 0 {
-                self.metrics.add("poc_artifacts_uncommitted_total", late);
-                let what = if cs.last_committed > 0 {
-                    "artifacts arrived after the last store commit of the stage"
-                } else {
-                    "the stage's commit window closed with no store commit"
-                };
-                tracing::error!(
-                    stage,
-                    committed = cs.last_committed,
-                    late,
-                    "{what}: {late} artifacts will not count"
-                );
-            }
-        }
-        if v.should_distribute()
-            && !cs.distributed
-            && cs
-                .distribution_attempt
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
-        {
-            cs.distribution_attempt = Some(Instant::now());
-            if let Err(e) = self.distribute(stage, &store).await {
-                tracing::warn!(stage, "weight distribution: {e}");
-            } else {
-                cs.distributed = true;
-            }
-        }
-    }
-
-    /// Sends one store commit and waits for its block (the chain takes one commit per
-    /// participant per block, and only an included commit counts).
-    async fn send_commit(
-        &self,
-        cs: &mut CommitState,
-        stage: i64,
-        count: u64,
-        root: poc_mmr::Hash,
-        window: Window,
-        deadline: Instant,
-    ) {
-        let count32 = u32::try_from(count).unwrap_or(u32::MAX);
-        let msg = Msg::PocV2StoreCommit {
-            creator: self.io.address.clone(),
-            poc_stage_start_block_height: stage,
-            count: count32,
-            root_hash: root.to_vec(),
-        };
-        // A commit admitted just before the window closes may never be included (the
-        // mempool drops it when the window ends), and the chain node would then hold the
-        // block-mode answer for its whole timeout, stalling the distribution and the votes
-        // behind it. Wait at most a few blocks past the window.
-        let wait = deadline + 3 * self.block_time();
-        let sent = tokio::time::timeout_at(
-            wait.into(),
-            self.io
-                .send_exec_before(vec![msg], BroadcastMode::Block, Some(deadline)),
-        )
-        .await;
-        let Ok(sent) = sent else {
-            self.metrics.add("poc_commits_missed_window_total", 1);
-            // Its sequence may or may not have been used: read it again next time.
-            self.io.operational.reset().await;
-            tracing::error!(
-                stage,
-                count,
-                window_end = window.end,
-                "store commit not included before its window closed"
-            );
-            return;
-        };
-        match sent {
-            Ok(r) if r.result.code == 0 => {
-                cs.last_committed = count;
-                self.metrics.add("poc_commits_sent_total", 1);
-                tracing::info!(stage, count, height = r.height, "store commit included");
-            }
-            Ok(r) if window_closed(&r) => {
-                self.metrics.add("poc_commits_missed_window_total", 1);
-                tracing::error!(
-                    stage,
-                    count,
-                    window_end = window.end,
-                    "store commit missed the exchange window ({} {}): {}",
-                    r.result.codespace,
-                    r.result.code,
-                    r.result.raw_log
-                );
-            }
-            Ok(r) => {
-                self.metrics.add("poc_commits_rejected_total", 1);
-                tracing::warn!(
-                    stage,
-                    count,
-                    "store commit rejected ({} {}): {}",
-                    r.result.codespace,
-                    r.result.code,
-                    r.result.raw_log
-                )
-            }
-            Err(e) => tracing::warn!(stage, count, "store commit not sent: {e}"),
-        }
-    }
-
-    async fn distribute(
-        &self,
-        stage: i64,
-        store: &Arc<poc_store::ArtifactStore>,
-    ) -> Result<(), String> {
-        let c = &self.io.client;
-        if c.distribution(stage, &self.io.address)
-            .await
-            .map_err(|e| e.to_string())?
-            .found
-        {
-            return Ok(());
-        }
-        let commit = c
-            .store_commit(stage, &self.io.address)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !commit.found || commit.count == 0 {
-            return Err("no store commit on chain".into());
-        }
-        let s2 = Arc::clone(store);
-        let counts =
-            tokio::task::spawn_blocking(move || s2.flush().map(|_| s2.flushed_node_counts()))
-                .await
-                .expect("flush does not panic")
-                .map_err(|e| e.to_string())?;
-        let weights = scale_distribution(&counts, commit.count);
-        if weights.is_empty() {
-            return Err("no per-node counts in the store".into());
-        }
-        let msg = Msg::MlNodeWeightDistribution {
-            creator: self.io.address.clone(),
-            poc_stage_start_block_height: stage,
-            weights: weights
-                .into_iter()
-                .map(|(node_id, weight)| MlNodeWeight { node_id, weight })
-                .collect(),
-        };
-        let r = self
-            .io
-            .send_exec(vec![msg], BroadcastMode::Block)
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.result.code != 0 {
-            return Err(format!(
-                "rejected ({} {}): {}",
-                r.result.codespace, r.result.code, r.result.raw_log
-            ));
-        }
-        self.metrics.add("poc_distributions_sent_total", 1);
-        tracing::info!(stage, count = commit.count, "weight distribution sent");
-        Ok(())
-    }
 }
 
 /// A running API node.
@@ -973,8 +502,8 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("HTTP client builds"),
-        commit: tokio::sync::Mutex::new(CommitState::default()),
-        triggers: Mutex::new(Triggers::default()),
+        commit: tokio::sync::Mutex::new(commit::CommitState::default()),
+        triggers: Mutex::new(plan::Triggers::default()),
         generation: Mutex::new(None),
         keeping: tokio::sync::Mutex::new(()),
         progress: Mutex::new(HashMap::new()),
@@ -1013,7 +542,10 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
         Some(allowed),
         stopped(stop_rx.clone()),
     ));
-    tasks.push(tokio::spawn(tracker(Arc::clone(&shared), stop_rx.clone())));
+    tasks.push(tokio::spawn(tracker::tracker(
+        Arc::clone(&shared),
+        stop_rx.clone(),
+    )));
     // Commits and votes are checked often; whether to send is decided from the chain's
     // timing (`timing`).
     tasks.push(tokio::spawn(periodic(
@@ -1102,47 +634,6 @@ async fn periodic(st: Arc<Shared>, mut stop: watch::Receiver<bool>, every: Durat
         tokio::select! {
             _ = stop.changed() => return,
             _ = iv.tick() => f(Arc::clone(&st)).await,
-        }
-    }
-}
-
-/// Follows the chain: registration first, then a new view on every new height.
-async fn tracker(st: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let poll = secs(st.cfg.chain_poll_s);
-    loop {
-        match st.io.ensure_setup(&st.cfg.public_url).await {
-            Ok(()) => break,
-            Err(e) => tracing::warn!("chain setup (registration, grants) failed: {e}; retrying"),
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
-    st.broker.check_health().await;
-    let mut last = -1;
-    loop {
-        if let Ok(s) = st.io.client.status().await
-            && s.height != last
-            && let Ok(info) = st.io.client.epoch_info().await
-        {
-            last = s.height;
-            st.clock
-                .lock()
-                .expect("clock lock")
-                .observe(info.block_height, Instant::now());
-            let v = ChainView {
-                height: info.block_height,
-                hash: s.hash,
-                info,
-            };
-            *st.view.write().expect("view lock") = Some(v.clone());
-            st.tokens.prune(v.height);
-            st.on_view(&v).await;
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(poll) => {}
         }
     }
 }

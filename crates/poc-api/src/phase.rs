@@ -229,12 +229,14 @@ pub fn scale_distribution(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use poc_chain::epoch::{Epoch, EpochParams};
     use poc_chain::params::Params;
 
-    fn view(
+    /// A chain view at height `h` of a stage starting at `latest` (epoch 2; `effective`
+    /// the effective epoch): stage 10 blocks, exchange 2, validation delay 2 and 10 blocks.
+    pub(crate) fn view(
         h: i64,
         latest: i64,
         effective: u64,

@@ -13,18 +13,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use poc_chain::address;
 use poc_store::AppendError;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::Shared;
-use crate::callbacks::{CallbackRefusal, Grant};
+use crate::callbacks::Grant;
+use crate::http::{grant_for, now_ns, refused, reply};
 use crate::phase::ChainView;
 use crate::proofs::{
     MAX_CLOCK_SKEW_NS, MAX_INDICES, ProofItem, ProofRequest, ProofResponse, VECTOR_BYTES,
     check_vector, response_digest, sign_payload, verify_payload,
 };
+use poc_chain::keys::address_of_hex;
 
 type S = State<Arc<Shared>>;
 
@@ -34,10 +35,6 @@ pub const MAX_PROOF_REQUEST_BYTES: usize = 256 * 1024;
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024 * 1024;
 /// How long a validator's signer set is cached.
 pub const AUTHZ_TTL: Duration = Duration::from_secs(120);
-
-pub(crate) fn reply(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, axum::Json(json!({"error": msg.into()}))).into_response()
-}
 
 /// The public router.
 pub fn public_router(st: Arc<Shared>) -> Router {
@@ -59,38 +56,11 @@ pub fn callback_router(st: Arc<Shared>) -> Router {
     let routes = Router::new()
         .route("/v2/poc-batches/generated", post(generated))
         .route("/v2/poc-batches/validated", post(validated))
-        .route("/v1/poc-batches/generated", post(crate::v1flow::generated))
-        .route("/v1/poc-batches/validated", post(crate::v1flow::validated));
+        .merge(crate::v1flow::callback_routes());
     Router::new()
         .nest("/cb/{token}", routes)
         .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
         .with_state(st)
-}
-
-/// What a callback token grants, taken apart by `pick` when it is of the kind the route
-/// serves; otherwise (unknown token, or a token for something else) the 403 to answer.
-#[allow(clippy::result_large_err)]
-pub(crate) fn grant_for<T>(
-    st: &Shared,
-    token: &str,
-    pick: impl FnOnce(&Grant) -> Option<T>,
-) -> Result<T, Response> {
-    let grant = st.tokens.grant(token).map_err(|e| refused(st, e))?;
-    pick(&grant).ok_or_else(|| refused(st, CallbackRefusal::WrongUse(grant.to_string())))
-}
-
-/// The answer to a refused callback.
-pub(crate) fn refused(st: &Shared, e: CallbackRefusal) -> Response {
-    st.metrics.add("poc_callbacks_refused_total", 1);
-    tracing::warn!("callback refused: {e}");
-    reply(StatusCode::FORBIDDEN, e.to_string())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// The chain view when the v2 callbacks are served and `accepting` holds now; otherwise
@@ -124,14 +94,6 @@ fn v2_callback_view(
         ));
     }
     Ok(view)
-}
-
-/// The account address of a hex compressed public key.
-pub(crate) fn address_of_hex(hex_key: &str) -> Option<String> {
-    hex::decode(hex_key)
-        .ok()
-        .filter(|k| poc_chain::keys::valid_pubkey(k))
-        .map(|k| address::from_pubkey(&k))
 }
 
 #[derive(Deserialize)]

@@ -8,10 +8,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use poc_chain::api::BroadcastMode;
 use poc_chain::msgs::Msg;
 use serde::Deserialize;
@@ -19,8 +21,9 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::callbacks::Grant;
+use crate::http::{grant_for, refused, reply};
 use crate::sampling::sample_leaf_indices;
-use crate::server::{address_of_hex, grant_for, refused, reply};
+use poc_chain::keys::address_of_hex;
 
 /// Most nonces in one `MsgSubmitPocBatch` (the chain's limit).
 pub const MAX_BATCH_NONCES: usize = 10_000;
@@ -36,6 +39,13 @@ struct GeneratedV1 {
     dist: Vec<f64>,
     #[serde(default)]
     node_id: i64,
+}
+
+/// The v1 callback routes (nested under `/cb/{token}` by the callback server).
+pub(crate) fn callback_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/poc-batches/generated", post(generated))
+        .route("/v1/poc-batches/validated", post(validated))
 }
 
 /// `POST /cb/{token}/v1/poc-batches/generated`: the ML node's passing nonces →

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use crate::Shared;
 use crate::callbacks::Grant;
 use crate::config::secs;
+use crate::http::now_ns;
 use crate::mlnodes::StatTest;
 use crate::proofs::{ProofRequest, ProofResponse, VerifiedSample, verify_response};
 use crate::sampling::sample_leaf_indices;
@@ -112,13 +113,6 @@ async fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), Fet
         )));
     }
     Ok(())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// The validator's proof client: signed requests, SSRF guard, timeouts, size limit.

@@ -85,6 +85,15 @@ pub fn valid_pubkey(pub_key: &[u8]) -> bool {
     pub_key.len() == 33 && VerifyingKey::from_sec1_bytes(pub_key).is_ok()
 }
 
+/// The account address of a compressed public key given as hex; `None` unless it is a
+/// valid 33-byte secp256k1 key.
+pub fn address_of_hex(hex_key: &str) -> Option<String> {
+    hex::decode(hex_key)
+        .ok()
+        .filter(|k| valid_pubkey(k))
+        .map(|k| address::from_pubkey(&k))
+}
+
 /// How the transaction checks verify signatures.
 pub trait SignatureVerifier {
     /// Whether `signature` is `pub_key`'s valid low-S signature of `digest`.
