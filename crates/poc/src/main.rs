@@ -33,7 +33,7 @@ fn raise_file_limit() {
 
 fn main() -> ExitCode {
     raise_file_limit();
-    let cli = cli::Cli::parse();
+    let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

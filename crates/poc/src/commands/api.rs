@@ -4,7 +4,68 @@ use anyhow::{Context, bail};
 use poc_api::config::{ApiConfig, EXAMPLE};
 use toml::Value;
 
-use crate::cli::ApiArgs;
+use crate::cli::HttpArgs;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE", env = "POC_API_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Chain node REST URL.
+    #[arg(long, env = "POC_API_CHAIN_URL")]
+    pub chain_url: Option<String>,
+    /// Account (cold) key file.
+    #[arg(long, value_name = "FILE", env = "POC_API_ACCOUNT_KEY")]
+    pub account_key: Option<PathBuf>,
+    /// Operational (warm) key file.
+    #[arg(long, value_name = "FILE", env = "POC_API_OPERATIONAL_KEY")]
+    pub operational_key: Option<PathBuf>,
+    /// Public URL of this node's proof API.
+    #[arg(long, env = "POC_API_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Public server listen address.
+    #[arg(long, env = "POC_API_PUBLIC_LISTEN")]
+    pub public_listen: Option<String>,
+    /// ML callback server listen address.
+    #[arg(long, env = "POC_API_ML_LISTEN")]
+    pub ml_listen: Option<String>,
+    /// Base URL the ML nodes call back.
+    #[arg(long, env = "POC_API_CALLBACK_URL")]
+    pub callback_url: Option<String>,
+    /// Data directory for the artifact stores.
+    #[arg(long, value_name = "DIR", env = "POC_API_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// An ML node as `ID=URL` (repeatable; replaces the file's list).
+    #[arg(
+        long = "ml-node",
+        value_name = "ID=URL",
+        env = "POC_API_ML_NODES",
+        value_delimiter = ','
+    )]
+    pub ml_nodes: Vec<String>,
+    /// Seconds between flush + commit attempts.
+    #[arg(long, env = "POC_API_COMMIT_INTERVAL")]
+    pub commit_interval: Option<f64>,
+    /// Allow proof requests to private/loopback addresses (devnets).
+    #[arg(long, env = "POC_API_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: Option<bool>,
+    /// Networks the ML callback server accepts requests from, comma-separated
+    /// (`10.0.0.0/8,192.168.1.7`); default: loopback and the ML nodes' addresses.
+    #[arg(
+        long,
+        value_name = "NETS",
+        env = "POC_API_CALLBACK_ALLOW",
+        value_delimiter = ','
+    )]
+    pub callback_allow: Vec<String>,
+    /// Limits of the public and callback servers.
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Print the example configuration and exit.
+    #[arg(long)]
+    pub print_example: bool,
+}
 
 /// The file's table with the flags applied.
 pub fn resolve(args: &ApiArgs) -> anyhow::Result<ApiConfig> {
@@ -23,8 +84,7 @@ pub fn resolve(args: &ApiArgs) -> anyhow::Result<ApiConfig> {
         }
     };
     let s = |x: &Option<String>| x.clone().map(Value::String);
-    let p =
-        |x: &Option<std::path::PathBuf>| x.as_ref().map(|p| Value::String(p.display().to_string()));
+    let p = |x: &Option<PathBuf>| x.as_ref().map(|p| Value::String(p.display().to_string()));
     set("chain_url", s(&args.chain_url));
     set("account_key", p(&args.account_key));
     set("operational_key", p(&args.operational_key));

@@ -10,7 +10,105 @@ use poc_chain_client::{ChainClient, TxSigner};
 use poc_chain_node::{NodeConfig, home};
 use serde_json::{Value, json};
 
-use crate::cli::{ChainCommand, KeysCommand};
+use crate::cli::{HttpArgs, parse_duration};
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Create a chain home: `genesis.json`, `data/`, `keys/`.
+    ///
+    /// Without `--genesis`, writes the default local network (documented in
+    /// docs/chain.md): chain id `poc-local`, 40-block epochs, PoC v2 on, a generated
+    /// governance authority (`keys/authority.key`) and `--participants` generated
+    /// participants of weight 10 (`keys/participant-N.key`). Refuses an existing home.
+    Init {
+        /// Home directory.
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+        /// Use this genesis JSON instead of the default.
+        #[arg(long, value_name = "FILE")]
+        genesis: Option<PathBuf>,
+        /// Chain id of the default genesis.
+        #[arg(long, default_value = "poc-local")]
+        chain_id: String,
+        /// Genesis participants to generate for the default genesis.
+        #[arg(long, default_value_t = 0)]
+        participants: usize,
+        /// Consensus validators to generate (`keys/validator-N.key`, added to the genesis
+        /// as `consensus_validators`) for a replicated chain; copy the genesis to every
+        /// validator's home with `--genesis`.
+        #[arg(long, default_value_t = 0)]
+        validators: usize,
+    },
+    /// Run the node: produce a block every `--block-time`, serve REST, persist to
+    /// `DIR/data/chain.redb`. Restarts where it stopped. Ctrl-C / SIGTERM stop it cleanly.
+    ///
+    /// With `--validator-key`, the node is one validator of a replicated chain: blocks come
+    /// from BFT consensus (commonware simplex) among the genesis `consensus_validators`
+    /// over authenticated, encrypted p2p (`--p2p`, `--peers`), at most one per
+    /// `--block-time`. A restarted validator replays its own storage and fetches what it
+    /// missed from its peers.
+    Start {
+        /// Home directory (from `poc chain init`).
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+        /// Time between blocks (`1s`, `500ms`, `2.5s`).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        block_time: std::time::Duration,
+        /// REST listen address.
+        #[arg(long, default_value = "127.0.0.1:1317")]
+        rest: std::net::SocketAddr,
+        /// Blocks between state snapshots (restart replays at most this many).
+        #[arg(long, default_value_t = 100)]
+        snapshot_interval: i64,
+        /// This validator's ed25519 key file (from `poc chain init --validators N`):
+        /// run as one validator of a replicated chain.
+        #[arg(long, value_name = "FILE")]
+        validator_key: Option<PathBuf>,
+        /// p2p listen address (replicated mode).
+        #[arg(long, default_value = "127.0.0.1:26656")]
+        p2p: std::net::SocketAddr,
+        /// The other validators, comma-separated `NAME@HOST:PORT` (NAME as in genesis, e.g.
+        /// `validator-1`) or `PUBKEY@HOST:PORT` (replicated mode).
+        #[arg(long, value_delimiter = ',', value_name = "PEERS")]
+        peers: Vec<String>,
+        /// Limits of the REST server.
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Replay every stored block from genesis and check each app hash (read-only; stop
+    /// the node first).
+    Replay {
+        /// Home directory.
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+    },
+    /// Print a node's status and epoch info as JSON.
+    Status {
+        /// Node REST URL.
+        #[arg(long, default_value = "http://127.0.0.1:1317")]
+        node: String,
+    },
+    /// Governance: replace the chain parameters (signed by the genesis authority).
+    ///
+    /// `--set` edits the node's current parameters, e.g. `--set poc_params.poc_v2_enabled=true`
+    /// (the value is JSON; plain words are taken as strings). Prints the transaction result.
+    UpdateParams {
+        /// Node REST URL.
+        #[arg(long, default_value = "http://127.0.0.1:1317")]
+        node: String,
+        /// The authority's key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// A complete parameters JSON file (as `GET …/params` answers under `params`).
+        #[arg(long, value_name = "FILE")]
+        params: Option<PathBuf>,
+        /// `path.to.field=value` edits (repeatable).
+        #[arg(long = "set", value_name = "PATH=JSON")]
+        set: Vec<String>,
+    },
+}
 
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -224,27 +322,5 @@ fn apply_edit(v: &mut Value, edit: &str) -> anyhow::Result<()> {
         })?;
     }
     *cur = new;
-    Ok(())
-}
-
-pub fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
-    let (key, file) = match cmd {
-        KeysCommand::New { out } => {
-            let k = home::generate_key().context("cannot read the system's random generator")?;
-            home::write_key(&out, &k).with_context(|| {
-                format!("cannot create {} (it must not exist yet)", out.display())
-            })?;
-            (k, out)
-        }
-        KeysCommand::Show { file } => (home::read_key(&file).map_err(anyhow::Error::msg)?, file),
-    };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({
-            "file": file,
-            "address": key.address(),
-            "hex_pub_key": key.public_key_hex(),
-        }))?
-    );
     Ok(())
 }

@@ -5,7 +5,58 @@ use std::process::ExitCode;
 use anyhow::Context;
 use poc_devnet::{Devnet, DevnetOptions, Mode};
 
-use crate::cli::DevnetArgs;
+use crate::cli::parse_duration;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// Participants in total.
+    #[arg(long, default_value_t = 4)]
+    pub participants: usize,
+    /// How many of them cheat, one kind each, round-robin: (a) the 4-bit-rounded model,
+    /// (b) random vectors for 40 % of its nonces, (c) an inflated count (every vector
+    /// also reported under a fabricated nonce).
+    #[arg(long, default_value_t = 1)]
+    pub cheaters: usize,
+    /// Regular PoC rounds to run.
+    #[arg(long, default_value_t = 2)]
+    pub epochs: u64,
+    /// `v2`; `v1` (PoC v1 on the tiny v1 model); `migration` (v1 with v2 tracking, then a
+    /// governance switch to v2 halfway, without restarts).
+    #[arg(long, default_value = "v2", value_parser = ["v2", "v1", "migration"])]
+    pub mode: String,
+    /// `tiny-moe` (embedded, generated and cached under the home) or a checkpoint directory.
+    #[arg(long, default_value = "tiny-moe")]
+    pub model: String,
+    /// PoC sequence length.
+    #[arg(long, default_value_t = 32)]
+    pub seq_len: i64,
+    /// Write the JSON report here (the table's data plus timings).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Home directory: `models/` (cached) and `run/` (this run's chain, stores, keys).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Keep `run/` afterwards (otherwise it is deleted).
+    #[arg(long)]
+    pub keep: bool,
+    /// Chain block time (`500ms`, `1s`).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub block_time: std::time::Duration,
+    /// Blocks per epoch.
+    #[arg(long, default_value_t = 40)]
+    pub epoch_length: i64,
+    /// Expected confirmation PoCs per epoch (0: none; needs epochs of about 100 blocks).
+    #[arg(long, default_value_t = 0)]
+    pub confirmations: u64,
+    /// Run the chain as N replicated validators (commonware simplex BFT over loopback
+    /// p2p) instead of one block producer; API nodes spread over them.
+    #[arg(long, default_value_t = 0)]
+    pub validators: usize,
+    /// No live progress view.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
 pub fn run(a: &DevnetArgs) -> anyhow::Result<ExitCode> {
     let _ = tracing_subscriber::fmt()

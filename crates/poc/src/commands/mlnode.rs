@@ -6,7 +6,98 @@ use anyhow::Context;
 use poc_mlnode::{MlNodeConfig, PocSettings};
 use poc_model::config::parse_dtype;
 
-use crate::cli::MlnodeArgs;
+use crate::cli::{DeviceArgs, HttpArgs};
+use clap::Args;
+use std::path::PathBuf;
+
+/// `poc mlnode`.
+///
+/// Loads the model once and serves, on the same weights: the ML node's PoC v2 API under
+/// `/api/v1/inference/pow/` (init/generate, generate, generate/{id}, status, stop; the
+/// backend layer under `/api/v1/pow/`), OpenAI-style `/v1/chat/completions` and
+/// `/v1/models`, `/health` and Prometheus `/metrics`. While continuous PoC generation
+/// runs, chat answers 503. The reference's environment variables apply:
+/// POC_BATCH_SIZE_DEFAULT, POC_CALLBACK_INTERVAL_SEC, POC_CALLBACK_MAX_ARTIFACTS,
+/// POC_CALLBACK_MAX_RETRIES, POC_GENERATE_RESULT_TTL_SEC, POC_MAX_QUEUED_NONCES,
+/// POC_GENERATE_CHUNK_TIMEOUT_SEC. Stops gracefully on Ctrl-C / SIGTERM, delivering
+/// generated artifacts first.
+#[derive(Debug, Args)]
+pub struct MlnodeArgs {
+    /// Model directory (config.json, safetensors, tokenizer.json for chat).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Another name requests may use for the model (repeatable).
+    #[arg(long = "served-model-name", value_name = "NAME")]
+    pub served_model_names: Vec<String>,
+    /// Listen host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Listen port (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Compute dtype; `auto` is the checkpoint's dtype.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "bf16", "f16", "f32"])]
+    pub dtype: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// How chat and continuous PoC generation share the model. `mixed` (the default):
+    /// every step is one forward over PoC sequences and chat rows together, within
+    /// `--max-batch-tokens`, PoC taking at most `--poc-share` of it while chat waits.
+    /// `chat-priority`: chat is served during PoC and PoC batches wait while any chat is
+    /// pending or running (the reference's gm/poc-layers node). `poc-priority`: chat gets
+    /// 503 and running chats are aborted while PoC generates (the reference's vLLM node).
+    /// Also `POC_CHAT_POLICY`.
+    #[arg(long, value_parser = ["mixed", "chat-priority", "poc-priority"])]
+    pub poc_chat_policy: Option<String>,
+    /// Most tokens (rows) of one engine step: PoC rows count seq_len per nonce, chat rows
+    /// one per decode token or prompt token (prompts are fed in chunks). Bounds the
+    /// latency of a step. Also `POC_MAX_BATCH_TOKENS` [default: 8192].
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
+    /// The fraction of the step budget PoC rows may take while chat waits (`mixed`);
+    /// chat gets at least the rest. Also `POC_SHARE` [default: 0.8].
+    #[arg(long)]
+    pub poc_share: Option<f64>,
+    /// Largest batch_size a request may use.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch_size: usize,
+    /// Longest seq_len a request may use.
+    #[arg(long, default_value_t = 4096)]
+    pub max_seq_len: usize,
+    /// Instead of serving, measure the node through its own HTTP API on a free loopback
+    /// port and print JSON: PoC nonces/s through the server vs. the direct forward,
+    /// phase-switch latency with a chat running, chat tokens/s.
+    #[arg(long)]
+    pub bench: bool,
+    /// Benchmark: sequence length.
+    #[arg(long, default_value_t = 256, requires = "bench")]
+    pub bench_seq_len: usize,
+    /// Benchmark: nonces per batch.
+    #[arg(long, default_value_t = 8, requires = "bench")]
+    pub bench_batch_size: usize,
+    /// Benchmark: seconds of timed continuous generation (and of each chat-load window).
+    #[arg(long, default_value_t = 10.0, requires = "bench")]
+    pub bench_seconds: f64,
+    /// Benchmark, chat load: concurrent streaming chat clients per window; each count is
+    /// measured with PoC generating and (above 0) without. Empty: skip the chat load.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1,4,16",
+        requires = "bench"
+    )]
+    pub bench_chats: Vec<usize>,
+    /// Benchmark, chat load: the policies to measure side by side.
+    #[arg(long, value_delimiter = ',', default_value = "mixed,chat-priority", requires = "bench",
+          value_parser = ["mixed", "chat-priority", "poc-priority"])]
+    pub bench_policies: Vec<String>,
+    /// Benchmark, chat load: tokens per chat completion.
+    #[arg(long, default_value_t = 64, requires = "bench")]
+    pub bench_chat_tokens: usize,
+    /// Limits of the HTTP server.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
 
 pub fn run(args: &MlnodeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -1,25 +1,126 @@
-//! `poc model ...`, `poc artifacts compute` and `poc artifacts bench`.
+//! `poc model ...`: create, plan, quantize and inspect checkpoints.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use candle_core::DType;
 use indicatif::{ProgressBar, ProgressStyle};
-use poc_core::artifact::encode_f16;
-use poc_core::{Artifact, Encoding, InputRng};
 use poc_model::config::{dtype_name, parse_dtype};
-use poc_model::plan::{GIB, PlanRequest, flops_per_token, parse_bytes, plan};
+use poc_model::plan::{GIB, PlanRequest, parse_bytes, plan};
 use poc_model::presets::{Preset, write_preset_config, write_preset_with};
 use poc_model::quantize::{quantize_fp8, round_4bit};
-use poc_model::{
-    Checkpoint, Fp8Path, LoadOptions, ModelConfig, PocEngine, PocParams, Qwen3Model,
-    SyntheticWeights, WeightSource, parse_devices,
-};
+use poc_model::{Checkpoint, Fp8Path, ModelConfig};
 use serde_json::json;
 
-use crate::cli::{BenchArgs, ComputeArgs, ModelArgs, ModelCommand, NonceSelection};
+use crate::cli::PRESETS;
+
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Write a built-in random-weight checkpoint (deterministic; nothing is downloaded).
+    ///
+    /// Presets: `tiny-moe` (Qwen3-MoE, 8 experts, 4 layers, the devnet's model),
+    /// `tiny-dense` (Qwen3, 4 layers), `bench-dense-0.6b` (Qwen3-0.6B shapes, ~1.2 GB),
+    /// `bench-moe-30b-a3b-2l` (Qwen3-30B-A3B shapes with 2 layers, ~3.7 GB). Each comes with
+    /// config.json, model.safetensors, a byte-level tokenizer.json and a chat template.
+    ///
+    /// `qwen3-235b-a22b-fp8` is the production model's configuration (94 layers of hidden
+    /// 4096, 128 experts, FP8 128x128 blocks) with random FP8 weights, written as one shard
+    /// per layer (2.5 GB each); `--layers N` keeps the real widths with fewer layers.
+    Init {
+        /// Which preset.
+        #[arg(long, value_parser = PRESETS)]
+        preset: String,
+        /// Decoder layers (default: the preset's own count).
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Write only config.json and the tokenizer files (e.g. for a framework that builds
+        /// its own random weights of the same shapes).
+        #[arg(long)]
+        config_only: bool,
+        /// Output directory (created; existing files are overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Say whether a model fits on N devices and how its layers would be placed, before
+    /// loading anything.
+    ///
+    /// Counts the resident weight bytes from the configuration (FP8 matrices at one byte
+    /// plus their scales when they stay FP8) and estimates the activations of one batch.
+    /// Prints `{fits, per_device: [{layers, weight_bytes, activation_bytes, ...}], ...}`
+    /// (JSON with `--json`); exits 0 whether it fits or not.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["model", "preset"])))]
+    Plan {
+        /// Model directory (only config.json is read).
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// A built-in preset instead of a directory.
+        #[arg(long, value_parser = PRESETS)]
+        preset: Option<String>,
+        /// With `--preset`: decoder layers.
+        #[arg(long, requires = "preset")]
+        layers: Option<usize>,
+        /// Number of devices (pipeline stages).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
+        /// Memory of each device, e.g. `141GiB`, `80GB`.
+        #[arg(long, default_value = "80GiB")]
+        device_memory: String,
+        /// Nonces per batch the activations are estimated for.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Sequence length the activations are estimated for.
+        #[arg(long, default_value_t = 1024)]
+        seq_len: usize,
+        /// Compute dtype.
+        #[arg(long, default_value = "bf16", value_parser = ["bf16", "f16", "f32"])]
+        dtype: String,
+        /// How FP8 weights are kept (`dequantize`, `w8a16`, `w8a8`).
+        #[arg(long, default_value = "w8a16", value_parser = ["dequantize", "w8a16", "w8a8"])]
+        fp8_path: String,
+        /// Memory kept free on every device for the runtime.
+        #[arg(long, default_value = "2GiB")]
+        reserve: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a checkpoint's architecture, dtypes, parameter count and tensors as JSON.
+    Info {
+        /// The model directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Also list every tensor with its dtype and shape.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Write a quantized copy of a checkpoint.
+    ///
+    /// `--fp8`: block-wise FP8 (e4m3) weights with per-block scales, the layout of the
+    /// production FP8 models (loaded back with dequantization). `--int4-rounded`: linear
+    /// weights rounded to 4 bits per row but stored in the original dtype, the "cheaper
+    /// model" a PoC validator must be able to tell apart.
+    #[command(group(clap::ArgGroup::new("format").required(true).args(["fp8", "int4_rounded"])))]
+    Quantize {
+        /// Block-wise FP8 e4m3.
+        #[arg(long)]
+        fp8: bool,
+        /// Linear weights rounded to 4 bits per row.
+        #[arg(long)]
+        int4_rounded: bool,
+        /// Block size of the scales (rows = columns).
+        #[arg(long, default_value_t = 128)]
+        block: usize,
+        /// The checkpoint to quantize.
+        #[arg(value_name = "IN")]
+        input: PathBuf,
+        /// Output directory.
+        #[arg(value_name = "OUT")]
+        output: PathBuf,
+    },
+}
 
 pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
@@ -208,253 +309,4 @@ fn info(dir: &std::path::Path, list: bool) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
-}
-
-/// Loads the model of `args`: a checkpoint directory or a preset generated in memory, on
-/// the requested devices.
-fn load(args: &ModelArgs) -> anyhow::Result<Arc<Qwen3Model>> {
-    let source: Box<dyn WeightSource> = match (&args.model, &args.preset) {
-        (Some(dir), _) => Box::new(
-            Checkpoint::open(dir)
-                .with_context(|| format!("cannot open the checkpoint {}", dir.display()))?,
-        ),
-        (None, Some(p)) => Box::new(SyntheticWeights::preset(
-            Preset::from_name(p).context("unknown preset")?,
-            args.layers,
-        )?),
-        (None, None) => bail!("give --model DIR or --preset NAME"),
-    };
-    let dtype = match args.dtype.as_str() {
-        "auto" => source.config().dtype,
-        other => parse_dtype(other).context("unknown dtype")?,
-    };
-    let devices = parse_devices(&args.device.devices)?;
-    let mut opts = LoadOptions::new(dtype, &devices[0]);
-    opts.devices = devices;
-    opts.fp8 = args.device.fp8();
-    let t = Instant::now();
-    let model = Qwen3Model::load_with(source.as_ref(), &opts)
-        .with_context(|| format!("cannot load {}", args.label()))?;
-    eprintln!(
-        "loaded {} ({}, {:?}, fp8 {}, {}) in {:.2} s",
-        args.label(),
-        source.config().architecture.hf_name(),
-        dtype,
-        model.fp8_path(),
-        model
-            .stages()
-            .iter()
-            .map(|(d, r)| format!("{d:?} layers {}..{}", r.start, r.end))
-            .collect::<Vec<_>>()
-            .join(", "),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(Arc::new(model))
-}
-
-fn nonce_list(sel: &NonceSelection) -> anyhow::Result<Vec<i64>> {
-    if let Some(range) = &sel.nonce_range {
-        let (a, b) = range
-            .split_once("..")
-            .with_context(|| format!("--nonce-range {range:?} is not of the form START..END"))?;
-        let start: i64 = a
-            .trim()
-            .parse()
-            .with_context(|| format!("bad range start {a:?}"))?;
-        let end: i64 = b
-            .trim()
-            .parse()
-            .with_context(|| format!("bad range end {b:?}"))?;
-        if end < start {
-            bail!("--nonce-range {range}: END is below START");
-        }
-        if end - start > 100_000_000 {
-            bail!("--nonce-range {range} is too large (at most 10^8 nonces)");
-        }
-        return Ok((start..end).collect());
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(d) = sel.nonces.iter().find(|n| !seen.insert(**n)) {
-        bail!("nonce {d} is listed twice");
-    }
-    Ok(sel.nonces.clone())
-}
-
-pub fn compute(args: &ComputeArgs) -> anyhow::Result<()> {
-    let nonces = nonce_list(&args.nonces)?;
-    let model = load(&args.model)?;
-    let engine = PocEngine::new(model);
-    let params = PocParams {
-        block_hash: args.seeds.block_hash.clone(),
-        public_key: args.seeds.public_key.clone(),
-        seq_len: args.seq_len,
-        k_dim: args.k_dim,
-        rng: InputRng::from_stronger_flag(args.stronger_rng),
-    };
-    engine.check(&params)?;
-    let bar = ProgressBar::new(nonces.len() as u64);
-    if nonces.len() > args.batch_size {
-        bar.set_style(ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} nonces ({per_sec}, eta {eta})",
-        )?);
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let results = engine.compute(&params, &nonces, args.batch_size, |done| {
-        bar.set_position(done as u64)
-    })?;
-    bar.finish_and_clear();
-    let mut artifacts = Vec::with_capacity(results.len());
-    for r in results {
-        match r.vector {
-            Some(v) => artifacts.push(Artifact {
-                nonce: r.nonce,
-                vector_b64: encode_f16(&v),
-            }),
-            None => eprintln!(
-                "warning: nonce {} gave a non-finite hidden state and is left out",
-                r.nonce
-            ),
-        }
-    }
-    println!(
-        "{}",
-        serde_json::to_string(
-            &json!({ "artifacts": artifacts, "encoding": Encoding::f16_le(args.k_dim) })
-        )?
-    );
-    Ok(())
-}
-
-pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.nonces == 0 || args.batch_size.is_empty() || args.batch_size.contains(&0) {
-        bail!("--nonces and --batch-size must be positive");
-    }
-    let model = load(&args.model)?;
-    let engine = PocEngine::new(Arc::clone(&model));
-    let mut reports = Vec::with_capacity(args.batch_size.len());
-    for &batch in &args.batch_size {
-        let report = bench_one(args, &model, &engine, batch)?;
-        if !args.json {
-            print_bench(args, &model, &report);
-        }
-        reports.push(report);
-    }
-    if args.json {
-        let out = if reports.len() == 1 {
-            reports.pop().expect("one report")
-        } else {
-            serde_json::Value::Array(reports)
-        };
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    }
-    Ok(())
-}
-
-/// One timed run at `batch` nonces per forward.
-fn bench_one(
-    args: &BenchArgs,
-    model: &Qwen3Model,
-    engine: &PocEngine,
-    batch: usize,
-) -> anyhow::Result<serde_json::Value> {
-    let dtype: DType = model.dtype();
-    let params = PocParams {
-        block_hash: "BENCH_BLOCK".into(),
-        public_key: "bench_key".into(),
-        seq_len: args.seq_len,
-        k_dim: 12,
-        rng: InputRng::Standard,
-    };
-    let warm: Vec<i64> = (0..batch as i64).collect();
-    engine.compute(&params, &warm, batch, |_| {})?;
-    let nonces: Vec<i64> = (1_000..1_000 + args.nonces as i64).collect();
-    let start = Instant::now();
-    let _ = engine.inputs(&params, &nonces[..batch.min(nonces.len())]);
-    let input_seconds = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    engine.compute(&params, &nonces, batch, |_| {})?;
-    let t = start.elapsed().as_secs_f64();
-    let nps = args.nonces as f64 / t;
-    let cfg = model.config();
-    let layers = cfg.num_hidden_layers;
-    let tps = nps * args.seq_len as f64;
-    let flops = flops_per_token(cfg, args.seq_len);
-    let tflops = tps * flops / 1e12;
-    let on_gpu = !model.device().is_cpu();
-    let fp8_gemm = model.fp8_path() == Fp8Path::W8A8 && cfg.fp8.is_some();
-    let peak = args
-        .peak_tflops
-        .or_else(|| on_gpu.then(|| gpu_peak_tflops(fp8_gemm)).flatten())
-        .map(|p| p * model.stage_count() as f64);
-    Ok(json!({
-        "model": args.model.label(),
-        "dtype": format!("{dtype:?}"),
-        "fp8_path": model.fp8_path().name(),
-        "devices": model.stages().iter().map(|(d, r)| json!({"device": format!("{d:?}"), "layers": [r.start, r.end]})).collect::<Vec<_>>(),
-        "layers": layers,
-        "seq_len": args.seq_len,
-        "batch_size": batch,
-        "nonces": args.nonces,
-        "seconds": t,
-        "nonces_per_second": nps,
-        "nonces_per_minute": nps * 60.0,
-        "tokens_per_second": tps,
-        "layer_tokens_per_second": tps * layers as f64,
-        "flops_per_token": flops,
-        "tflops": tflops,
-        "peak_tflops": peak,
-        "peak_share": peak.map(|p| tflops / p),
-        "input_generation_seconds_per_batch": input_seconds,
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    }))
-}
-
-fn print_bench(args: &BenchArgs, model: &Qwen3Model, r: &serde_json::Value) {
-    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
-    println!(
-        "{}: {} layers, {:?}, fp8 {}, L = {}, B = {}",
-        args.model.label(),
-        model.config().num_hidden_layers,
-        model.dtype(),
-        model.fp8_path(),
-        args.seq_len,
-        r["batch_size"]
-    );
-    println!(
-        "  {:.2} nonces/s ({:.1} nonces/min), {:.0} tokens/s, {:.0} layer-tokens/s, {:.2} TFLOPS{}",
-        f("nonces_per_second"),
-        f("nonces_per_minute"),
-        f("tokens_per_second"),
-        f("layer_tokens_per_second"),
-        f("tflops"),
-        r["peak_tflops"]
-            .as_f64()
-            .map(|p| format!(" ({:.1} % of {p:.0} peak)", 100.0 * f("tflops") / p))
-            .unwrap_or_default()
-    );
-}
-
-/// Dense peak TFLOPS of the first GPU (bf16, or FP8 for FP8 products), for the GPUs whose
-/// figures are known; the name comes from `nvidia-smi`.
-fn gpu_peak_tflops(fp8: bool) -> Option<f64> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader"])
-        .output()
-        .ok()?;
-    let name = String::from_utf8_lossy(&out.stdout).to_ascii_uppercase();
-    let bf16 = if name.contains("H100") || name.contains("H200") {
-        if name.contains("PCIE") { 756.0 } else { 989.4 }
-    } else if name.contains("A100") {
-        312.0
-    } else if name.contains("B200") {
-        2250.0
-    } else {
-        return None;
-    };
-    Some(if fp8 && !name.contains("A100") {
-        2.0 * bf16
-    } else {
-        bf16
-    })
 }

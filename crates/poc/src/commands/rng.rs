@@ -8,7 +8,69 @@ use poc_core::pick::pick_indices;
 use poc_core::seed::{inputs_seed_string, pick_seed_string, seed_from_string};
 use serde_json::json;
 
-use crate::cli::RngCommand;
+use crate::cli::SeedArgs;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum RngCommand {
+    /// Print the 32-bit seed (first 4 SHA-256 bytes, big-endian) of any seed string.
+    Seed {
+        /// The seed string, e.g. `TEST_BLOCK_test_pub_keys_nonce0`.
+        string: String,
+    },
+    /// Generate the input embeddings of one nonce and print a summary and a slice as JSON.
+    Inputs {
+        #[command(flatten)]
+        seeds: SeedArgs,
+        /// The nonce.
+        #[arg(long, allow_negative_numbers = true)]
+        nonce: i64,
+        /// Sequence length L.
+        #[arg(long, default_value_t = 1024)]
+        seq_len: usize,
+        /// Hidden size H of the served model.
+        #[arg(long)]
+        hidden: usize,
+        /// Use the stronger (concat-murmur) generator (`poc_stronger_rng`).
+        #[arg(long)]
+        stronger: bool,
+        /// First element (row-major [L, H] index) to print.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Number of elements to print.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+    },
+    /// Print the first values of the unit Householder vector of a decoder layer.
+    Householder {
+        /// Block hash of the PoC stage start.
+        #[arg(long)]
+        block_hash: String,
+        /// Global decoder-layer index.
+        #[arg(long)]
+        layer: usize,
+        /// Hidden size H.
+        #[arg(long)]
+        hidden: usize,
+        /// Number of elements to print.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+    },
+    /// Print the k picked dimensions of a nonce, in the normative (CUDA) order.
+    Pick {
+        #[command(flatten)]
+        seeds: SeedArgs,
+        /// The nonce.
+        #[arg(long, allow_negative_numbers = true)]
+        nonce: i64,
+        /// Number of dimensions picked.
+        #[arg(long, default_value_t = 12)]
+        k_dim: usize,
+        /// Hidden size H.
+        #[arg(long)]
+        hidden: usize,
+    },
+}
 
 /// Draw lengths stay below 2^31: the reference's keys are int32.
 const MAX_DRAW: usize = (1 << 31) - 1;

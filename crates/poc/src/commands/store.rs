@@ -13,7 +13,87 @@ use poc_store::{ArtifactStore, Snapshot, verify_store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::StoreCommand;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Append artifacts read as JSON lines from stdin, flush, print the snapshot.
+    ///
+    /// Each line is `{"nonce": n, "vector_b64": "..."}` (nonce a 32-bit integer, vector
+    /// standard base64); blank lines are skipped. The store is created if needed. On the
+    /// first bad line (malformed JSON, bad base64, duplicate nonce, ...) appending stops:
+    /// everything before it is flushed, the error is printed with its line number and
+    /// the exit status is 2. Prints `{"count": n, "root": "<base64>"}` of the flushed
+    /// snapshot.
+    Append {
+        /// The stage directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// ML node id the artifacts are attributed to (per-node counts).
+        #[arg(long, value_name = "ID")]
+        node_id: Option<String>,
+    },
+    /// Print `{count, flushed_count, root, per_node_counts, ...}` of a store (read-only).
+    ///
+    /// `count` includes complete artifacts written after the last flush; `root` and
+    /// `per_node_counts` are those of the flushed snapshot, the only state ever reported.
+    Info {
+        /// The stage directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the base64 root of the snapshot of the first N artifacts (N ≤ flushed count).
+    Root {
+        /// The stage directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Snapshot size (a count committed earlier, for example).
+        #[arg(long, value_name = "N")]
+        count: u64,
+    },
+    /// Print one artifact with its inclusion proof against the snapshot of N artifacts,
+    /// as an item of the proof API: `{leaf_index, nonce_value, vector_bytes, proof}`.
+    Proof {
+        /// The stage directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Leaf index (0-based order of appends).
+        #[arg(long, value_name = "I")]
+        leaf: u64,
+        /// Snapshot size.
+        #[arg(long, value_name = "N")]
+        count: u64,
+    },
+    /// Check a store (fsck): re-read every record, verify checksums and record rules,
+    /// rebuild the tree and compare the root with the metadata. Prints a JSON report.
+    /// Exit status 0 when sound, 1 when not. Changes nothing.
+    Verify {
+        /// The stage directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Measure ingest, recovery, proof and memory figures on this machine.
+    ///
+    /// Creates a store of N artifacts (24-byte vectors) in a temporary directory (or
+    /// --dir, which must not exist), then reports: ingest rate including hashing and the
+    /// final fsync, reopen (recovery) time and resident memory of a fresh process holding
+    /// the reopened store, single proof generate+verify time, and 200-leaf batch proof time.
+    Bench {
+        /// Number of artifacts.
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+        artifacts: u64,
+        /// Where to build the store (default: a temporary directory, removed afterwards).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Internal: open a store and print the open time and resident memory (used by bench).
+    #[command(hide = true)]
+    OpenStats {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
 
 pub fn run(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {

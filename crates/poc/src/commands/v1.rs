@@ -5,7 +5,30 @@ use poc_v1::compute::V1Round;
 use poc_v1::params::V1Params;
 use serde_json::json;
 
-use crate::cli::V1Command;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum V1Command {
+    /// Build the round's model and print `{nonce, dist, valid}` per nonce as JSON
+    /// (valid = dist < r_target), with the build and compute times on stderr.
+    Distances {
+        /// Parameter set: `tiny`, `testnet`, `mainnet` (the last two need tens of GB).
+        #[arg(long, default_value = "tiny")]
+        params: String,
+        /// The round's block hash.
+        #[arg(long)]
+        block_hash: String,
+        /// The node's public key.
+        #[arg(long)]
+        public_key: String,
+        /// Nonces `a..b`.
+        #[arg(long, default_value = "0..8")]
+        nonces: String,
+        /// Distance threshold.
+        #[arg(long, default_value_t = 1.4013564660458173)]
+        r_target: f64,
+    },
+}
 
 pub fn run(cmd: V1Command) -> anyhow::Result<()> {
     match cmd {
