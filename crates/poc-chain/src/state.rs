@@ -15,7 +15,7 @@ use crate::records::{
     EpochGroup, Participant, PocBatch, PocValidationV1, StoreCommit, ValidationSnapshot,
     ValidationV2, WeightDistribution,
 };
-use crate::tracked::Tracked;
+use crate::tracked::{HashWriter, Tracked};
 
 /// The block being executed, as the state machine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,18 +233,5 @@ struct Entries<'a, K, V>(&'a BTreeMap<K, V>);
 impl<K: Serialize, V: Serialize> Serialize for Entries<'_, K, V> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::json::entries::serialize(self.0, s)
-    }
-}
-
-/// Feeds serialised bytes into a hash.
-pub(crate) struct HashWriter<'a>(pub(crate) &'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

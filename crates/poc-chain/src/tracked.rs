@@ -21,8 +21,6 @@ use std::ops::Deref;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::state::HashWriter;
-
 /// The bucket a key belongs to: its leading component, so a stage's (or an epoch's)
 /// entries share one bucket.
 pub trait Bucket {
@@ -273,6 +271,19 @@ impl<K: Ord + Clone + Bucket + Serialize, V: Serialize> Tracked<K, V> {
         let root: [u8; 32] = h.finalize().into();
         c.root = Some(root);
         root
+    }
+}
+
+/// Feeds serialised bytes into a hash.
+pub(crate) struct HashWriter<'a>(pub(crate) &'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -34,7 +34,8 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use settings::{ChatPolicy, PocSettings};
+pub use schedule::ChatPolicy;
+pub use settings::PocSettings;
 
 /// How to run the node.
 #[derive(Debug, Clone)]

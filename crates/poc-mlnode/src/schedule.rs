@@ -7,7 +7,40 @@
 //! PoC sequence longer than the budget; while chat waits, PoC takes at most its share of
 //! the budget and chat at least the rest.
 
-use crate::settings::ChatPolicy;
+/// How chat requests and continuous PoC generation share the compute thread
+/// (`docs/mlnode.md`, "Scheduling").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatPolicy {
+    /// Every step is one forward over PoC sequences and chat rows together, within a
+    /// token budget of which PoC takes at most a share while chat waits.
+    #[default]
+    Mixed,
+    /// PoC owns the thread while it generates: chat gets 503 with the reference's error
+    /// body and running chats are aborted (the reference's vLLM node).
+    PocPriority,
+    /// Chat is served during PoC and has priority: PoC batches wait while any chat is
+    /// pending or running (the reference's `gm/poc-layers` node).
+    ChatPriority,
+}
+
+impl ChatPolicy {
+    /// Every policy.
+    pub const ALL: [ChatPolicy; 3] = [Self::Mixed, Self::PocPriority, Self::ChatPriority];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mixed => "mixed",
+            Self::PocPriority => "poc-priority",
+            Self::ChatPriority => "chat-priority",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name.trim())
+    }
+}
 
 /// How the compute thread shares the model between chat and PoC (from
 /// [`crate::PocSettings::scheduler`], which holds the defaults).

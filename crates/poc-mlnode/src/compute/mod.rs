@@ -29,8 +29,8 @@ pub use session::{ChatEvent, ChatRequest};
 
 use crate::api::StatusConfig;
 use crate::metrics::Metrics;
+use crate::schedule::ChatPolicy;
 use crate::schedule::{SchedulerConfig, StepRows};
-use crate::settings::ChatPolicy;
 
 /// Where continuous generation delivers each batch.
 pub type BatchSink = Arc<dyn Fn(Vec<NonceVector>) + Send + Sync>;

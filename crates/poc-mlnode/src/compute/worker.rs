@@ -9,8 +9,8 @@ use poc_model::{ChatRows, NonceVector, PocEngine, PocParams};
 use super::session::{ChatEvent, Session};
 use super::{BatchSink, Generation, Job, Shared, State};
 use crate::metrics::Metrics;
+use crate::schedule::ChatPolicy;
 use crate::schedule::{self, ChatWork, PocWork, SchedulerConfig, StepPlan, StepRows};
-use crate::settings::ChatPolicy;
 
 /// The PoC rows of a step beside chat.
 enum PocPart {
