@@ -26,6 +26,7 @@ pub mod presets;
 pub mod quantize;
 pub mod routing;
 pub mod synthetic;
+mod tensors;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};

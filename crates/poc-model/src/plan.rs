@@ -18,8 +18,8 @@ use serde::Serialize;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::fp8::Fp8Path;
-use crate::presets::{layer_of, tensor_specs};
 use crate::quantize::is_quantized_weight;
+use crate::tensors::{layer_of, tensor_specs};
 
 /// Bytes per GiB.
 pub const GIB: u64 = 1 << 30;

@@ -10,7 +10,7 @@ use float8::F8E4M3;
 use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
-use crate::presets::{RawTensor, write_safetensors};
+use crate::tensors::{RawTensor, write_safetensors};
 use crate::weights::Checkpoint;
 
 /// Largest finite FP8 e4m3 value.

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::fp8::Fp8Weight;
-use crate::presets::{Init, Preset, RawTensor, init_values, tensor_specs};
 use crate::quantize::{E4M3_MAX, is_quantized_weight};
+use crate::tensors::{Init, RawTensor, init_values, tensor_specs};
 use crate::weights::WeightSource;
 
 /// SplitMix64 finaliser: a well-mixed 64-bit hash of a counter.
@@ -41,7 +41,7 @@ pub struct SyntheticWeights {
     specs: Vec<(String, Vec<usize>, Init)>,
     /// Non-FP8 tensors drawn like [`crate::presets::write_preset`] draws them (normal
     /// values seeded by preset and name) instead of the counter hash.
-    preset_values: bool,
+    pub(crate) preset_values: bool,
 }
 
 impl SyntheticWeights {
@@ -54,16 +54,6 @@ impl SyntheticWeights {
             specs,
             preset_values: false,
         }
-    }
-
-    /// The weights `poc model init --preset` writes for `preset` (with `layers` decoder
-    /// layers), generated in memory instead.
-    pub fn preset(preset: Preset, layers: Option<usize>) -> Result<Self> {
-        let config = preset.config(layers)?;
-        let fp8 = config.fp8.is_some();
-        let mut s = Self::new(config, preset.name());
-        s.preset_values = !fp8;
-        Ok(s)
     }
 
     /// Every stored tensor's name and shape (FP8 scale tensors included), sorted by name.
