@@ -33,7 +33,7 @@ pub enum Trigger {
 /// Which steps were already started: the epoch of the seed, the stage height of the rest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Triggers {
-    seed: Option<u64>,
+    seed: Option<i64>,
     generation: Option<i64>,
     validation: Option<i64>,
     confirmation_generation: Option<i64>,
@@ -41,39 +41,25 @@ pub struct Triggers {
 }
 
 impl Triggers {
-    /// Records `trigger` for `key` (an epoch for [`Trigger::Seed`], else a stage height)
-    /// and says whether it was not recorded for it before.
-    fn fire(&mut self, trigger: Trigger, key: i64) -> bool {
-        let slot = match trigger {
-            Trigger::Seed => {
-                let epoch = u64::try_from(key).unwrap_or(0);
-                if self.seed == Some(epoch) {
-                    return false;
-                }
-                self.seed = Some(epoch);
-                return true;
-            }
+    fn slot(&mut self, trigger: Trigger) -> &mut Option<i64> {
+        match trigger {
+            Trigger::Seed => &mut self.seed,
             Trigger::Generation => &mut self.generation,
             Trigger::Validation => &mut self.validation,
             Trigger::ConfirmationGeneration => &mut self.confirmation_generation,
             Trigger::ConfirmationValidation => &mut self.confirmation_validation,
-        };
-        if *slot == Some(key) {
-            return false;
         }
-        *slot = Some(key);
-        true
+    }
+
+    /// Records `trigger` for `key` (an epoch for [`Trigger::Seed`], else a stage height)
+    /// and says whether it was not recorded for it before.
+    fn fire(&mut self, trigger: Trigger, key: i64) -> bool {
+        self.slot(trigger).replace(key) != Some(key)
     }
 
     /// Forgets that `trigger` fired, so the next block's plan starts it again.
     pub fn reset(&mut self, trigger: Trigger) {
-        match trigger {
-            Trigger::Seed => self.seed = None,
-            Trigger::Generation => self.generation = None,
-            Trigger::Validation => self.validation = None,
-            Trigger::ConfirmationGeneration => self.confirmation_generation = None,
-            Trigger::ConfirmationValidation => self.confirmation_validation = None,
-        }
+        *self.slot(trigger) = None;
     }
 }
 

@@ -88,7 +88,10 @@ pub struct Block {
 pub struct BlockResult {
     /// One result per transaction.
     pub tx_results: Vec<TxResult>,
-    /// What EndBlock did (not part of consensus).
+    /// What EndBlock did (not part of consensus). Results stored before the events were
+    /// typed carry them as text; those read back as no events (they are only ever
+    /// logged when the block commits).
+    #[serde(deserialize_with = "typed_events")]
     pub events: Vec<EndBlockEvent>,
     /// App hash after the block.
     #[serde(with = "crate::json::hex32")]
@@ -196,6 +199,16 @@ impl ChainState {
     }
 }
 
+/// Reads the typed events of a stored result, skipping the text lines of older results.
+fn typed_events<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<EndBlockEvent>, D::Error> {
+    let raw = Vec::<serde_json::Value>::deserialize(d)?;
+    raw.into_iter()
+        .filter(|v| !v.is_string())
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
+}
+
 mod b64_list {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -228,5 +241,30 @@ impl ChainState {
             },
             txs,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_results_read_back_with_typed_or_old_text_events() {
+        let typed = BlockResult {
+            tx_results: vec![],
+            events: vec![EndBlockEvent::EpochEffective { epoch: 3 }],
+            app_hash: [7; 32],
+        };
+        let json = serde_json::to_string(&typed).unwrap();
+        assert_eq!(serde_json::from_str::<BlockResult>(&json).unwrap(), typed);
+        let old = format!(
+            r#"{{"tx_results":[],"events":["epoch 3 is now effective"],"app_hash":"{}"}}"#,
+            hex::encode([7u8; 32])
+        );
+        let back: BlockResult = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.app_hash, [7; 32]);
+        assert!(back.events.is_empty());
+        let bad = r#"{"tx_results":[],"events":[{"type":"no_such_event"}],"app_hash":"00"}"#;
+        assert!(serde_json::from_str::<BlockResult>(bad).is_err());
     }
 }

@@ -127,6 +127,9 @@ struct MemoEntries {
 }
 
 impl SignatureMemo {
+    /// The default bound: a few blocks' worth of full mempools.
+    pub const DEFAULT_CAPACITY: usize = 200_000;
+
     /// Remembers at most `capacity` verifications.
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -148,11 +151,6 @@ impl Default for SignatureMemo {
     fn default() -> Self {
         Self::new(Self::DEFAULT_CAPACITY)
     }
-}
-
-impl SignatureMemo {
-    /// The default bound: a few blocks' worth of full mempools.
-    pub const DEFAULT_CAPACITY: usize = 200_000;
 }
 
 impl SignatureVerifier for SignatureMemo {
