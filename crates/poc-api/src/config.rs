@@ -248,6 +248,18 @@ impl ApiConfig {
                 return Err(format!("ml_nodes[{}].url must be an http(s) URL", n.id));
             }
         }
+        if !(self.proof_rate_per_sec.is_finite() && self.proof_rate_per_sec > 0.0) {
+            return Err(format!(
+                "proof_rate_per_sec must be a positive number of requests per second, got {}",
+                self.proof_rate_per_sec
+            ));
+        }
+        if !(self.proof_rate_burst.is_finite() && self.proof_rate_burst >= 1.0) {
+            return Err(format!(
+                "proof_rate_burst must be at least 1 request, got {}",
+                self.proof_rate_burst
+            ));
+        }
         if self.commit_interval_s <= 0.0 || self.chain_poll_s <= 0.0 {
             return Err("commit_interval_s and chain_poll_s must be positive".into());
         }
@@ -305,5 +317,19 @@ mod tests {
         assert_eq!(c.ml_nodes.len(), 1);
         assert_eq!(c.validation.workers, 10);
         assert!(ApiConfig::from_toml(&format!("{EXAMPLE}\nunknown_field = 1\n")).is_err());
+    }
+
+    #[test]
+    fn proof_rates_must_be_positive() {
+        let ok = ApiConfig::from_toml(EXAMPLE).unwrap();
+        for (rate, burst) in [(0.0, 30.0), (-1.0, 30.0), (f64::NAN, 30.0), (5.0, 0.5)] {
+            let c = ApiConfig {
+                proof_rate_per_sec: rate,
+                proof_rate_burst: burst,
+                ..ok.clone()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("proof_rate"), "{e}");
+        }
     }
 }

@@ -279,7 +279,7 @@ pub async fn validate_stage(st: Arc<Shared>, job: StageJob) {
     }
     {
         // After any keep-generating pass in progress, so that none starts a node again.
-        let _no_pass = st.keeping.lock().await;
+        let _no_pass = st.generation.one_pass.lock().await;
         st.end_generation();
         st.broker.stop_all().await;
     }
@@ -400,7 +400,11 @@ async fn validate_one(
         if !open() {
             break;
         }
-        let signers = st.signer_set(&item.address).await.unwrap_or_default();
+        let signers = st
+            .signers
+            .get(&st.io.client, &item.address)
+            .await
+            .unwrap_or_default();
         let err = match fetcher.fetch(item, stage, &indices, &signers).await {
             Ok(sample) => {
                 let n = nodes[counter.fetch_add(1, Ordering::SeqCst) % nodes.len()];

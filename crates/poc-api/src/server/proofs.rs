@@ -1,0 +1,241 @@
+//! `POST /v1/poc/proofs`: the rate limit per client, the validator's signer set, and the signed proof response.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::Shared;
+use crate::http::{now_ns, reply};
+use crate::proofs::{
+    MAX_CLOCK_SKEW_NS, MAX_INDICES, ProofItem, ProofRequest, ProofResponse, response_digest,
+    sign_payload, verify_payload,
+};
+
+use super::S;
+
+/// Proof requests allowed per client IP: a token bucket each (`proof_rate_per_sec`
+/// refills it, `proof_rate_burst` is its size).
+pub struct ProofLimiter {
+    by_ip: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl std::fmt::Debug for ProofLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProofLimiter")
+            .field("clients", &self.by_ip.len())
+            .finish()
+    }
+}
+
+/// Clients remembered before idle ones are forgotten.
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
+impl ProofLimiter {
+    /// A limiter refilling `rate_per_sec` requests per second up to `burst` (the
+    /// configuration checks both are positive; out-of-range values are clamped).
+    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
+        let period = if rate_per_sec.is_finite() && rate_per_sec > 0.0 {
+            Duration::try_from_secs_f64(1.0 / rate_per_sec).unwrap_or(Duration::MAX)
+        } else {
+            Duration::MAX
+        };
+        let burst = NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32)
+            .unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Self {
+            by_ip: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Takes one request from `ip`'s bucket; false when it is empty.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        if self.by_ip.len() > MAX_TRACKED_CLIENTS {
+            self.by_ip.retain_recent();
+        }
+        self.by_ip.check_key(&ip).is_ok()
+    }
+}
+
+pub(super) async fn proofs(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let r = proofs_inner(&st, peer, &body).await;
+    match &r {
+        Ok(_) => st.metrics.add("poc_proof_requests_served_total", 1),
+        Err(_) => st.metrics.add("poc_proof_requests_rejected_total", 1),
+    }
+    match r {
+        Ok(resp) => axum::Json(resp).into_response(),
+        Err((code, msg)) => {
+            tracing::debug!(%peer, "proof request refused ({code}): {msg}");
+            reply(code, msg)
+        }
+    }
+}
+
+async fn proofs_inner(
+    st: &Arc<Shared>,
+    peer: SocketAddr,
+    body: &[u8],
+) -> Result<ProofResponse, (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    if !st.limiter.allow(peer.ip()) {
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded; slow down".into(),
+        ));
+    }
+    if !st.view().is_some_and(|v| v.should_use_v2()) {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "proof API requires V2 mode".into(),
+        ));
+    }
+    let req: ProofRequest =
+        serde_json::from_slice(body).map_err(|e| bad(format!("malformed request: {e}")))?;
+    if req.root_hash.is_empty()
+        || req.validator_address.is_empty()
+        || req.validator_signer_address.is_empty()
+        || req.signature.is_empty()
+    {
+        return Err(bad(
+            "root_hash, validator_address, validator_signer_address and signature are required"
+                .into(),
+        ));
+    }
+    if req.leaf_indices.is_empty() || req.leaf_indices.len() > MAX_INDICES {
+        return Err(bad(format!(
+            "leaf_indices must hold 1..={MAX_INDICES} indices, got {}",
+            req.leaf_indices.len()
+        )));
+    }
+    let root: [u8; 32] = STANDARD
+        .decode(&req.root_hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("root_hash must be base64 of 32 bytes".into()))?;
+    if (now_ns() - req.timestamp).abs() > MAX_CLOCK_SKEW_NS {
+        return Err(bad(
+            "timestamp is more than 5 minutes from this server's clock".into(),
+        ));
+    }
+    let unauthorized = |m: String| (StatusCode::UNAUTHORIZED, m);
+    let set = st
+        .signers
+        .get(&st.io.client, &req.validator_address)
+        .await
+        .map_err(|e| unauthorized(format!("validator not found: {e}")))?;
+    let key = set
+        .iter()
+        .find(|(a, _)| *a == req.validator_signer_address)
+        .map(|(_, k)| k.clone())
+        .ok_or_else(|| {
+            unauthorized(format!(
+                "{} may not sign for {}",
+                req.validator_signer_address, req.validator_address
+            ))
+        })?;
+    if !verify_payload(&key, &req.digest(&root), &req.signature) {
+        return Err(unauthorized("signature does not verify".into()));
+    }
+    if req.poc_stage_start_block_height <= 0 {
+        return Err((StatusCode::NOT_FOUND, "no store for that height".into()));
+    }
+    let store = st
+        .stores
+        .get(req.poc_stage_start_block_height as u64)
+        .map_err(|_| {
+            (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "store not found for height {} (may be pruned or not yet created)",
+                    req.poc_stage_start_block_height
+                ),
+            )
+        })?;
+    let count = u64::from(req.count);
+    if count > store.flushed().count {
+        return Err(bad("count exceeds stored artifacts".into()));
+    }
+    match store.root_at(count) {
+        Ok(Some(r)) if r == root => {}
+        _ => return Err(bad("root_hash does not match store state at count".into())),
+    }
+    if let Some(i) = req.leaf_indices.iter().find(|i| **i >= req.count) {
+        return Err(bad(format!(
+            "leaf index {i} is not below count {}",
+            req.count
+        )));
+    }
+    let indices = req.leaf_indices.clone();
+    let items = tokio::task::spawn_blocking(move || -> Result<Vec<ProofItem>, String> {
+        indices
+            .iter()
+            .map(|i| {
+                let p = store
+                    .proof(u64::from(*i), count)
+                    .map_err(|e| e.to_string())?;
+                Ok(ProofItem {
+                    leaf_index: *i,
+                    nonce_value: p.nonce,
+                    vector_bytes: STANDARD.encode(&p.vector),
+                    proof: p.proof.iter().map(|h| STANDARD.encode(h)).collect(),
+                })
+            })
+            .collect()
+    })
+    .await
+    .expect("proofs do not panic")
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let signer = st.operational_key.address();
+    let ts = now_ns();
+    let d = response_digest(
+        req.poc_stage_start_block_height,
+        &root,
+        req.count,
+        &items,
+        ts,
+        &signer,
+    );
+    Ok(ProofResponse {
+        signature: Some(sign_payload(&st.operational_key, &d)),
+        proofs: items,
+        signer_address: Some(signer),
+        timestamp: Some(ts),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_gets_its_own_burst() {
+        let l = ProofLimiter::new(0.001, 3.0);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!((0..5).filter(|_| l.allow(a)).count(), 3);
+        assert!(l.allow(b), "another client is not limited by the first");
+    }
+
+    #[test]
+    fn extreme_settings_do_not_panic() {
+        for (rate, burst) in [(1e9, 1e9), (1e-300, 1.0), (f64::INFINITY, f64::NAN)] {
+            let l = ProofLimiter::new(rate, burst);
+            assert!(l.allow("127.0.0.1".parse().unwrap()));
+        }
+    }
+}
