@@ -36,21 +36,27 @@ impl std::fmt::Debug for ProofLimiter {
     }
 }
 
+/// Longest refill period (slower configured rates are raised to one request per hour).
+const MAX_PERIOD: Duration = Duration::from_secs(3600);
+/// Largest burst (period x burst must fit the limiter's 64-bit nanoseconds).
+pub const MAX_BURST: u32 = 1_000_000;
 /// Clients remembered before idle ones are forgotten.
 const MAX_TRACKED_CLIENTS: usize = 100_000;
 
 impl ProofLimiter {
     /// A limiter refilling `rate_per_sec` requests per second up to `burst` (the
-    /// configuration checks both are positive; out-of-range values are clamped).
+    /// configuration checks both are positive). Values past what a limiter can hold are
+    /// clamped: at least one request per hour, bursts of at most [`MAX_BURST`].
     pub fn new(rate_per_sec: f64, burst: f64) -> Self {
         let period = if rate_per_sec.is_finite() && rate_per_sec > 0.0 {
-            Duration::try_from_secs_f64(1.0 / rate_per_sec).unwrap_or(Duration::MAX)
+            Duration::try_from_secs_f64(1.0 / rate_per_sec).unwrap_or(MAX_PERIOD)
         } else {
-            Duration::MAX
+            MAX_PERIOD
         };
-        let burst = NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32)
+        let period = period.clamp(Duration::from_nanos(1), MAX_PERIOD);
+        let burst = NonZeroU32::new(burst.clamp(1.0, f64::from(MAX_BURST)) as u32)
             .unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+        let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         Self {
