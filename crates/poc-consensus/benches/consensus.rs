@@ -18,7 +18,7 @@ use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::Msg;
 use poc_chain::state::ChainState;
 use poc_chain::tx::{self, TxMsg};
-use poc_chain_node::{NodeConfig, Shared, db::ChainDb, home};
+use poc_chain_node::{NodeConfig, ChainServices, db::ChainDb, home};
 use poc_consensus::node::{ReplicatedChain, ReplicatedConfig};
 use poc_consensus::{Behavior, keys, traffic};
 
@@ -95,13 +95,13 @@ impl Cluster {
         c
     }
 
-    fn shared(&self, i: usize) -> &Arc<Shared> {
-        &self.nodes[i].chain.shared
+    fn services(&self, i: usize) -> &Arc<ChainServices> {
+        &self.nodes[i].chain.services
     }
 
     fn min_height(&self) -> i64 {
         (0..VALIDATORS)
-            .map(|i| self.shared(i).head().state.height)
+            .map(|i| self.services(i).head().state.height)
             .min()
             .unwrap()
     }
@@ -115,7 +115,7 @@ impl Cluster {
     /// `per` store commits from every participant, signed in sequence.
     fn commits(&mut self, per: usize) -> Vec<Vec<u8>> {
         let stage = self
-            .shared(0)
+            .services(0)
             .head()
             .state
             .upcoming_ctx()
@@ -145,7 +145,7 @@ impl Cluster {
 
     fn latency_ms(&self) -> f64 {
         (0..VALIDATORS)
-            .filter_map(|i| self.shared(i).consensus.read().unwrap().clone())
+            .filter_map(|i| self.services(i).consensus.read().unwrap().clone())
             .map(|c| c.mean_finalization_latency_ms)
             .sum::<f64>()
             / VALIDATORS as f64
@@ -201,7 +201,7 @@ fn loopback(c: &mut Criterion) {
                 total += rt.block_on(async {
                     let start = Instant::now();
                     {
-                        let s = cl.shared(0);
+                        let s = cl.services(0);
                         let head = s.head();
                         let mut pool = s.mempool.lock().unwrap();
                         for t in txs {
@@ -211,7 +211,7 @@ fn loopback(c: &mut Criterion) {
                     }
                     loop {
                         let done = (0..VALIDATORS).all(|i| {
-                            let db = cl.shared(i).db().unwrap();
+                            let db = cl.services(i).db().unwrap();
                             db.tx_location(&last).unwrap().is_some()
                                 && db.tx_location(&first).unwrap().is_some()
                         });

@@ -27,6 +27,7 @@ pub mod codec;
 pub mod keys;
 pub mod net;
 pub mod node;
+#[cfg(any(test, feature = "test-support"))]
 pub mod traffic;
 pub mod validator;
 

@@ -15,7 +15,7 @@ use commonware_runtime::{Runner, Spawner, Supervisor};
 use commonware_stream::{cups, sake};
 use commonware_utils::NZUsize;
 use commonware_utils::ordered::Map;
-use poc_chain_node::Shared;
+use poc_chain_node::ChainServices;
 
 use crate::app::PublicKey;
 use crate::codec::MAX_MESSAGE_BYTES;
@@ -79,7 +79,7 @@ impl Drop for NetNode {
 }
 
 /// Starts a validator on its own thread.
-pub fn spawn(shared: Arc<Shared>, cfg: NetConfig) -> Result<NetNode, NetError> {
+pub fn spawn(services: Arc<ChainServices>, cfg: NetConfig) -> Result<NetNode, NetError> {
     let me = cfg.validator.signer.public_key();
     let mut seen = std::collections::BTreeSet::new();
     seen.insert(me.clone());
@@ -99,7 +99,7 @@ pub fn spawn(shared: Arc<Shared>, cfg: NetConfig) -> Result<NetNode, NetError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), NetError>>();
     let thread = std::thread::Builder::new()
         .name("consensus".into())
-        .spawn(move || run(shared, cfg, stop_rx, ready_tx))
+        .spawn(move || run(services, cfg, stop_rx, ready_tx))
         .map_err(NetError::Thread)?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(NetNode {
@@ -120,7 +120,7 @@ pub fn spawn(shared: Arc<Shared>, cfg: NetConfig) -> Result<NetNode, NetError> {
 }
 
 fn run(
-    shared: Arc<Shared>,
+    services: Arc<ChainServices>,
     cfg: NetConfig,
     stop: tokio::sync::oneshot::Receiver<()>,
     ready: std::sync::mpsc::Sender<Result<(), NetError>>,
@@ -173,7 +173,7 @@ fn run(
         network.start();
         match validator::start(
             context.child("validator"),
-            shared,
+            services,
             cfg.validator,
             oracle,
             votes,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use commonware_cryptography::ed25519;
 use poc_chain::genesis::{ConsensusValidator, Genesis};
-use poc_chain_node::{NodeConfig, Producer, RunningChain, home};
+use poc_chain_node::{NodeConfig, RunningChain, home};
 
 use crate::app::{Behavior, PublicKey};
 use crate::keys;
@@ -151,7 +151,7 @@ pub async fn start(cfg: ReplicatedConfig) -> Result<ReplicatedChain, ReplicatedE
             validators.len()
         )));
     }
-    let chain = poc_chain_node::start_with(cfg.node.clone(), Producer::External).await?;
+    let chain = poc_chain_node::serve(cfg.node.clone()).await?;
     let mut v = ValidatorConfig::new(
         &genesis.chain_id,
         cfg.signer.clone(),
@@ -166,8 +166,8 @@ pub async fn start(cfg: ReplicatedConfig) -> Result<ReplicatedChain, ReplicatedE
         storage: cfg.node.home.join("data").join("consensus"),
         validator: v,
     };
-    let shared = std::sync::Arc::clone(&chain.shared);
-    let net = match tokio::task::spawn_blocking(move || net::spawn(shared, net_cfg))
+    let services = std::sync::Arc::clone(&chain.services);
+    let net = match tokio::task::spawn_blocking(move || net::spawn(services, net_cfg))
         .await
         .expect("start-up does not panic")
     {

@@ -17,7 +17,7 @@ use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Quota, Spawner, Storage};
 use commonware_utils::ordered::Set;
 use commonware_utils::{NZDuration, NZU16, NZU32, NZUsize};
-use poc_chain_node::Shared;
+use poc_chain_node::ChainServices;
 use rand_core::CryptoRng;
 
 use crate::app::{App, AppConfig, Behavior, GENESIS, PublicKey};
@@ -119,7 +119,7 @@ type Net<S, R> = (S, R);
 #[allow(clippy::too_many_arguments)]
 pub fn start<E, B, S, R>(
     context: E,
-    shared: Arc<Shared>,
+    services: Arc<ChainServices>,
     cfg: ValidatorConfig,
     blocker: B,
     votes: Net<S, R>,
@@ -149,7 +149,7 @@ where
             snapshot_interval: cfg.snapshot_interval,
             behavior: cfg.behavior,
         },
-        shared,
+        services,
     );
     let (app_sender, app_receiver) = app_net;
     let app = context

@@ -15,7 +15,7 @@ use poc_chain::genesis::{ConsensusValidator, Genesis, GenesisParticipant};
 use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::Msg;
 use poc_chain::tx::{self, TxMsg};
-use poc_chain_node::{Shared, home, open_shared};
+use poc_chain_node::{ChainServices, home};
 use poc_consensus::validator::{self, ValidatorConfig, channel_quota};
 use poc_consensus::{Behavior, PublicKey, ValidatorHandles, codec};
 
@@ -78,7 +78,7 @@ struct Cluster {
     keys: Vec<ed25519::PrivateKey>,
     genesis: Genesis,
     dir: tempfile::TempDir,
-    nodes: Vec<Option<(Arc<Shared>, ValidatorHandles)>>,
+    nodes: Vec<Option<(Arc<ChainServices>, ValidatorHandles)>>,
     link: Link,
 }
 
@@ -158,7 +158,7 @@ impl Cluster {
         ] {
             nets.push(control.register(ch, channel_quota()).await.unwrap());
         }
-        let (shared, _) = open_shared(&self.db_path(i), &self.genesis).unwrap();
+        let (services, _) = ChainServices::open(&self.db_path(i), &self.genesis).unwrap();
         let mut cfg = ValidatorConfig::new(
             &self.genesis.chain_id,
             self.keys[i].clone(),
@@ -171,7 +171,7 @@ impl Cluster {
         let mut nets = nets.into_iter();
         let handles = validator::start(
             self.context.child("validator").with_attribute("index", i),
-            Arc::clone(&shared),
+            Arc::clone(&services),
             cfg,
             control,
             nets.next().unwrap(),
@@ -180,15 +180,15 @@ impl Cluster {
             nets.next().unwrap(),
         )
         .unwrap();
-        self.nodes[i] = Some((shared, handles));
+        self.nodes[i] = Some((services, handles));
     }
 
     /// Kills validator `i` (no clean shutdown) and cuts its links.
     async fn crash(&mut self, i: usize) {
-        let (shared, handles) = self.nodes[i].take().unwrap();
+        let (services, handles) = self.nodes[i].take().unwrap();
         handles.abort();
-        shared.close_db();
-        drop(shared);
+        services.close_db();
+        drop(services);
         for j in 0..self.keys.len() {
             if j != i {
                 self.unlink(i, j).await;
@@ -209,12 +209,12 @@ impl Cluster {
         self.start(i, Behavior::Honest).await;
     }
 
-    fn shared(&self, i: usize) -> &Arc<Shared> {
+    fn services(&self, i: usize) -> &Arc<ChainServices> {
         &self.nodes[i].as_ref().unwrap().0
     }
 
     fn height(&self, i: usize) -> i64 {
-        self.shared(i).head().state.height
+        self.services(i).head().state.height
     }
 
     /// Waits (simulated time) until every listed validator reaches `h`.
@@ -237,12 +237,12 @@ impl Cluster {
     /// Every listed validator holds the same block hash and app hash at heights 1..=h.
     fn assert_same_chain(&self, which: &[usize], h: i64) {
         let reference = which[0];
-        let db0 = self.shared(reference).db().unwrap();
+        let db0 = self.services(reference).db().unwrap();
         for height in 1..=h {
             let b0 = db0.block(height).unwrap().expect("block stored");
             let r0 = db0.result(height).unwrap().expect("result stored");
             for &i in &which[1..] {
-                let db = self.shared(i).db().unwrap();
+                let db = self.services(i).db().unwrap();
                 let b = db.block(height).unwrap().expect("block stored");
                 let r = db.result(height).unwrap().expect("result stored");
                 assert_eq!(b.header.hash(), b0.header.hash(), "block {height} on {i}");
@@ -252,7 +252,7 @@ impl Cluster {
     }
 
     fn submit(&self, i: usize, tx: Vec<u8>) {
-        let s = self.shared(i);
+        let s = self.services(i);
         let head = s.head();
         let r = s.mempool.lock().unwrap().add(&head.state, tx);
         assert_eq!(r.code, 0, "{r:?}");
@@ -289,7 +289,7 @@ fn four_validators_finalize_the_same_blocks_and_include_gossiped_transactions() 
             .await;
         c.assert_same_chain(&[0, 1, 2, 3], target);
         for i in 0..4 {
-            let db = c.shared(i).db().unwrap();
+            let db = c.services(i).db().unwrap();
             for t in &txs {
                 let (h, idx) = db
                     .tx_location(&tx::tx_hash(t))
@@ -298,16 +298,16 @@ fn four_validators_finalize_the_same_blocks_and_include_gossiped_transactions() 
                 let r = db.result(h).unwrap().unwrap();
                 assert_eq!(r.tx_results[idx as usize].code, 0);
             }
-            assert_eq!(c.shared(i).head().state.sequences[&from.address()], 20);
+            assert_eq!(c.services(i).head().state.sequences[&from.address()], 20);
         }
         // Blocks came from more than one proposer: gossip reached the others.
-        let db = c.shared(1).db().unwrap();
+        let db = c.services(1).db().unwrap();
         let with_txs: BTreeSet<i64> = txs
             .iter()
             .map(|t| db.tx_location(&tx::tx_hash(t)).unwrap().unwrap().0)
             .collect();
         assert!(!with_txs.is_empty());
-        let status = c.shared(2).consensus.read().unwrap().clone().unwrap();
+        let status = c.services(2).consensus.read().unwrap().clone().unwrap();
         assert!(status.validating);
         assert_eq!(status.validators, 4);
         assert_eq!(status.peers.len(), 3);
@@ -349,7 +349,7 @@ fn a_byzantine_proposer_of_invalid_blocks_cannot_break_safety_or_liveness() {
         c.assert_same_chain(&[0, 1, 2], 30);
         // No finalized block came from the byzantine leader: each applies, and the
         // byzantine node (which cannot execute its own blocks) agrees on what was finalized.
-        let db = c.shared(0).db().unwrap();
+        let db = c.services(0).db().unwrap();
         let mut prev = [0u8; 32];
         for h in 1..=30 {
             let b = db.block(h).unwrap().unwrap();
@@ -357,7 +357,7 @@ fn a_byzantine_proposer_of_invalid_blocks_cannot_break_safety_or_liveness() {
             prev = b.header.hash();
         }
         // The byzantine leader's views were skipped: views ran ahead of heights.
-        let st = c.shared(0).consensus.read().unwrap().clone().unwrap();
+        let st = c.services(0).consensus.read().unwrap().clone().unwrap();
         assert!(
             st.view as i64 >= c.height(0) + 5,
             "view {} at height {}",
@@ -419,7 +419,7 @@ fn a_single_validator_chain_finalizes_alone_at_the_block_time() {
             elapsed >= BLOCK_TIME * 19,
             "20 blocks in {elapsed:?} at a {BLOCK_TIME:?} block time"
         );
-        let status = c.shared(0).consensus.read().unwrap().clone().unwrap();
+        let status = c.services(0).consensus.read().unwrap().clone().unwrap();
         assert!(status.synced && status.peers.is_empty());
     });
 }
@@ -435,7 +435,7 @@ fn the_same_seed_gives_the_same_chain() {
                 c.start(i, Behavior::Honest).await;
             }
             c.wait_all(&[0, 1, 2, 3], 15, Duration::from_secs(60)).await;
-            let db = c.shared(0).db().unwrap();
+            let db = c.services(0).db().unwrap();
             let hashes: Vec<[u8; 32]> = (1..=15)
                 .map(|h| db.block(h).unwrap().unwrap().header.hash())
                 .collect();

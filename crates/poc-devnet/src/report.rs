@@ -124,18 +124,18 @@ impl Devnet {
         };
         let common = nodes
             .iter()
-            .map(|n| n.chain.shared.head().state.height)
+            .map(|n| n.chain.services.head().state.height)
             .min()
             .unwrap_or(0);
         nodes
             .iter()
             .map(|n| {
-                let db = n.chain.shared.db();
+                let db = n.chain.services.db();
                 let block = db.as_ref().and_then(|d| d.block(common).ok().flatten());
                 let result = db.as_ref().and_then(|d| d.result(common).ok().flatten());
                 ValidatorReport {
                     url: format!("http://{}", n.chain.addr),
-                    height: n.chain.shared.head().state.height,
+                    height: n.chain.services.head().state.height,
                     block_hash_at_common: block
                         .map(|b| hex::encode(b.header.hash()))
                         .unwrap_or_default(),

@@ -9,9 +9,9 @@ use poc_chain::api::*;
 use serde_json::json;
 
 use super::{ApiError, BLOCK_MODE_TIMEOUT, R, S, bad, height, internal, not_found, ok};
-use crate::Shared;
+use crate::ChainServices;
 
-fn db(s: &Shared) -> Result<Arc<crate::db::ChainDb>, ApiError> {
+fn db(s: &ChainServices) -> Result<Arc<crate::db::ChainDb>, ApiError> {
     s.db().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -21,7 +21,7 @@ fn db(s: &Shared) -> Result<Arc<crate::db::ChainDb>, ApiError> {
     })
 }
 
-async fn block_at(s: &Shared, h: i64) -> Result<Response, ApiError> {
+async fn block_at(s: &ChainServices, h: i64) -> Result<Response, ApiError> {
     let db_read = {
         let db = db(s)?;
         let b = db.block(h).map_err(internal)?;
@@ -47,7 +47,7 @@ pub(super) async fn latest_block(State(s): S) -> Result<Response, ApiError> {
     block_at(&s, h).await
 }
 
-async fn included(s: &Shared, hash: &str) -> Result<Option<TxResponse>, ApiError> {
+async fn included(s: &ChainServices, hash: &str) -> Result<Option<TxResponse>, ApiError> {
     let db = db(s)?;
     let Some((h, i)) = db.tx_location(hash).map_err(internal)? else {
         return Ok(None);

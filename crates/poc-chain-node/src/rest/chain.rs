@@ -5,6 +5,7 @@ use poc_chain::api::*;
 use poc_chain::records::ParticipantStatus;
 use poc_chain::state::ChainState;
 
+use crate::status::NodeStatus;
 use super::{R, S, addr, bad, keys, not_found, ok};
 
 pub(super) async fn epoch_info(State(s): S) -> R<EpochInfoResponse> {
@@ -127,15 +128,17 @@ pub(super) async fn account(State(s): S, Path(a): Path<String>) -> R<AccountResp
     })
 }
 
-pub(super) async fn status(State(s): S) -> R<StatusResponse> {
+pub(super) async fn status(State(s): S) -> R<NodeStatus> {
     let head = s.head();
-    ok(StatusResponse {
-        chain_id: head.state.chain_id.clone(),
-        height: head.state.height,
-        hash: hex::encode(head.hash),
-        time: head.state.time,
-        app_hash: head.state.app_hash,
-        mempool_size: s.mempool.lock().expect("mempool lock").len(),
+    ok(NodeStatus {
+        chain: StatusResponse {
+            chain_id: head.state.chain_id.clone(),
+            height: head.state.height,
+            hash: hex::encode(head.hash),
+            time: head.state.time,
+            app_hash: head.state.app_hash,
+            mempool_size: s.mempool.lock().expect("mempool lock").len(),
+        },
         consensus: s.consensus.read().expect("consensus lock").clone(),
     })
 }

@@ -16,14 +16,14 @@ use poc_chain::api::*;
 use poc_chain::state::ChainState;
 use serde::Serialize;
 
-use crate::Shared;
+use crate::ChainServices;
 
 mod blocks;
 mod chain;
 mod metrics;
 mod poc;
 
-type S = State<Arc<Shared>>;
+type S = State<Arc<ChainServices>>;
 
 /// How long `BROADCAST_MODE_BLOCK` waits for inclusion.
 pub const BLOCK_MODE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,7 +88,7 @@ fn keys(st: &ChainState, a: &str) -> (String, String) {
 }
 
 /// The router.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(services: Arc<ChainServices>) -> Router {
     let p = |s: &str| format!("{PREFIX}{s}");
     Router::new()
         .route(
@@ -142,5 +142,5 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/cosmos/tx/v1beta1/txs", post(blocks::broadcast))
         .route("/txs/{hash}", get(blocks::tx_by_hash))
         .layer(DefaultBodyLimit::max(poc_chain::tx::MAX_TX_BYTES * 2))
-        .with_state(shared)
+        .with_state(services)
 }

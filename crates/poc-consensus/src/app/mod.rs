@@ -19,11 +19,11 @@ use commonware_cryptography::{ed25519, sha256};
 use commonware_p2p::{Receiver, Recipients, Sender};
 use commonware_runtime::{Clock, Metrics, Spawner};
 use commonware_utils::channel::{mpsc, oneshot};
-use poc_chain::api::{ConsensusStatus, PeerStatus};
+use poc_chain_node::status::{ConsensusStatus, PeerStatus};
 use poc_chain::block::{Block, BlockResult};
 use poc_chain::keys::SignatureMemo;
 use poc_chain::state::ChainState;
-use poc_chain_node::{Head, Shared, commit_block};
+use poc_chain_node::{ChainServices, Head};
 
 use crate::codec::{self, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_RESPONSE_BLOCKS, Wire};
 
@@ -95,7 +95,7 @@ pub struct AppConfig {
 pub struct App<E> {
     context: E,
     cfg: AppConfig,
-    shared: Arc<Shared>,
+    services: Arc<ChainServices>,
     head: Arc<Head>,
     rx: mpsc::UnboundedReceiver<Message>,
     blocks: HashMap<[u8; 32], Arc<Block>>,
@@ -142,11 +142,11 @@ fn hex_key(k: &PublicKey) -> String {
 impl<E: Clock + Spawner + Metrics> App<E> {
     /// Creates the actor and the mailbox consensus talks to. Unfinalized blocks remembered
     /// in the database (proposed or verified before a restart) are loaded back.
-    pub fn new(context: E, cfg: AppConfig, shared: Arc<Shared>) -> (Self, Mailbox) {
+    pub fn new(context: E, cfg: AppConfig, services: Arc<ChainServices>) -> (Self, Mailbox) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let head = shared.head();
+        let head = services.head();
         let mut blocks = HashMap::new();
-        if let Some(db) = shared.db() {
+        if let Some(db) = services.db() {
             match db.pending_blocks() {
                 Ok(list) => {
                     for (hash, height, bytes) in list {
@@ -164,7 +164,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             }
         }
         let signatures = {
-            let mut pool = shared.mempool.lock().expect("mempool lock");
+            let mut pool = services.mempool.lock().expect("mempool lock");
             pool.enable_gossip();
             pool.signatures()
         };
@@ -180,7 +180,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             Self {
                 context,
                 cfg,
-                shared,
+                services,
                 head,
                 rx,
                 blocks,
@@ -328,7 +328,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         if d == GENESIS.0 {
             return Some(false);
         }
-        if let Some(db) = self.shared.db()
+        if let Some(db) = self.services.db()
             && let Ok(Some(h)) = db.height_of(&d)
         {
             // Already finalized here (a replay after a restart): valid only on its own
@@ -396,7 +396,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             return None;
         }
         let state = self.state_of(&parent).expect("executed");
-        let txs = self.shared.mempool.lock().expect("mempool lock").select(
+        let txs = self.services.mempool.lock().expect("mempool lock").select(
             state,
             MAX_BLOCK_TXS,
             MAX_BLOCK_BYTES,
@@ -431,7 +431,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         };
         let finalized_here = |s: &Self| {
             target == s.head.hash
-                || s.shared
+                || s.services
                     .db()
                     .and_then(|db| db.height_of(&target).ok().flatten())
                     .is_some()
@@ -476,8 +476,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             }
             let block = Arc::clone(&self.blocks[&d]);
             let ex = self.executed.remove(&d).expect("just executed");
-            if let Err(e) = commit_block(
-                &self.shared,
+            if let Err(e) = self.services.commit_block(
                 &block,
                 &ex.result,
                 ex.state,
@@ -487,7 +486,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 self.halt();
                 return;
             }
-            self.head = self.shared.head();
+            self.head = self.services.head();
             let now = self.context.current();
             self.head_seen = self.seen_at.get(&d).copied().unwrap_or(now);
             if let Some(t) = self.seen_at.get(&d) {
@@ -508,7 +507,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
     fn halt(&mut self) {
         self.halted = true;
         self.target = None;
-        self.shared
+        self.services
             .halted
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
@@ -533,6 +532,6 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         let best = peers.iter().map(|p| p.height).max().unwrap_or(height);
         self.status.synced = !self.halted && height + 1 >= best;
         self.status.peers = peers;
-        *self.shared.consensus.write().expect("consensus lock") = Some(self.status.clone());
+        *self.services.consensus.write().expect("consensus lock") = Some(self.status.clone());
     }
 }

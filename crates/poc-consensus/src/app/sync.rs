@@ -145,8 +145,8 @@ impl<E: Clock + Spawner + Metrics> App<E> {
                 self.peers.insert(from, Peer { height, last: now });
             }
             Wire::Txs(txs) => {
-                let head = self.shared.head();
-                let mut pool = self.shared.mempool.lock().expect("mempool lock");
+                let head = self.services.head();
+                let mut pool = self.services.mempool.lock().expect("mempool lock");
                 for t in txs {
                     let _ = pool.add_from_peer(&head.state, t);
                 }
@@ -211,7 +211,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             }
             cur = b.header.prev_hash;
         }
-        if let Some(db) = self.shared.db()
+        if let Some(db) = self.services.db()
             && let Ok(Some(mut h)) = db.height_of(&cur)
         {
             while h >= 1 {
@@ -243,7 +243,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
         self.finalize(sender);
         self.process(sender);
         let fresh = self
-            .shared
+            .services
             .mempool
             .lock()
             .expect("mempool lock")
@@ -279,6 +279,6 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             false,
         );
         self.publish();
-        *self.shared.engine_metrics.write().expect("metrics lock") = self.context.encode();
+        *self.services.engine_metrics.write().expect("metrics lock") = self.context.encode();
     }
 }

@@ -6,12 +6,12 @@ use commonware_runtime::{Runner, deterministic};
 fn app(
     ctx: deterministic::Context,
     dir: &std::path::Path,
-) -> (App<deterministic::Context>, Arc<Shared>) {
+) -> (App<deterministic::Context>, Arc<ChainServices>) {
     let keys = crate::traffic::participant_keys(2);
     let mut g = crate::traffic::genesis(&keys);
     // Not after the simulated clock: blocks may not run ahead of the verifier's clock.
     g.genesis_time = 0;
-    let (shared, _) = poc_chain_node::open_shared(&dir.join("db.redb"), &g).unwrap();
+    let (services, _) = ChainServices::open(&dir.join("db.redb"), &g).unwrap();
     let me = ed25519::PrivateKey::from_seed(1).public_key();
     let cfg = AppConfig {
         me,
@@ -20,8 +20,8 @@ fn app(
         snapshot_interval: 0,
         behavior: Behavior::Honest,
     };
-    let (a, _mailbox) = App::new(ctx, cfg, Arc::clone(&shared));
-    (a, shared)
+    let (a, _mailbox) = App::new(ctx, cfg, Arc::clone(&services));
+    (a, services)
 }
 
 fn ctx(parent: [u8; 32]) -> Ctx {
@@ -36,9 +36,9 @@ fn ctx(parent: [u8; 32]) -> Ctx {
 fn a_forged_body_is_never_stored_under_an_honest_header() {
     deterministic::Runner::default().start(|context| async move {
         let dir = tempfile::tempdir().unwrap();
-        let (mut a, shared) = app(context, dir.path());
+        let (mut a, services) = app(context, dir.path());
         let peer = ed25519::PrivateKey::from_seed(9).public_key();
-        let head = shared.head();
+        let head = services.head();
         let good = head.state.build_block(head.hash, head.state.time, vec![]);
         let mut forged = good.clone();
         forged.txs.push(vec![1, 2, 3]);
@@ -58,12 +58,12 @@ fn a_forged_body_is_never_stored_under_an_honest_header() {
 fn a_finalized_block_is_valid_only_on_its_own_parent() {
     deterministic::Runner::default().start(|context| async move {
         let dir = tempfile::tempdir().unwrap();
-        let (mut a, shared) = app(context, dir.path());
-        let head = shared.head();
+        let (mut a, services) = app(context, dir.path());
+        let head = services.head();
         let b1 = head.state.build_block(head.hash, head.state.time, vec![]);
         let mut s = head.state.clone();
         let r = s.apply_block(&b1).unwrap();
-        commit_block(&shared, &b1, &r, s, 0).unwrap();
+        services.commit_block(&b1, &r, s, 0).unwrap();
         let d1 = b1.header.hash();
         let now = a.context.current();
         // Replayed on its own parent (after a restart): valid.

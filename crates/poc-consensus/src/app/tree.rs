@@ -116,7 +116,7 @@ impl<E: Clock + Spawner + Metrics> App<E> {
     }
 
     pub(super) fn persist(&self, d: &[u8; 32]) {
-        if let (Some(db), Some(b)) = (self.shared.db(), self.blocks.get(d))
+        if let (Some(db), Some(b)) = (self.services.db(), self.blocks.get(d))
             && let Err(e) = db.put_pending(d, b.header.height, &codec::encode_block(b))
         {
             tracing::warn!("cannot store an unfinalized block: {e}");

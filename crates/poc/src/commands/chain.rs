@@ -192,7 +192,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                     tracing::info!(
                         "validator serving REST on http://{} and p2p on {p2p} (height {}, {} blocks replayed); Ctrl-C stops it",
                         node.chain.addr,
-                        node.chain.shared.head().state.height,
+                        node.chain.services.head().state.height,
                         node.chain.replayed
                     );
                     super::mlnode::shutdown_signal().await;
@@ -208,7 +208,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                 tracing::info!(
                     "chain node serving REST on http://{} (height {}, {} blocks replayed); Ctrl-C stops it",
                     node.addr,
-                    node.shared.head().state.height,
+                    node.services.head().state.height,
                     node.replayed
                 );
                 super::mlnode::shutdown_signal().await;
