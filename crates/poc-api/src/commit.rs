@@ -1,29 +1,47 @@
-//! The commit worker (`docs/protocol/chain-and-api.md` §6.6): commits the flushed
-//! `(count, root)` of the stage's store while its commit window is open, reports
-//! artifacts that arrived too late, then sends the weight distribution when due.
+//! The commit worker (`docs/protocol/chain-and-api.md` §6.6): carries out
+//! [`plan_commits`]: flushes the stage's store and commits its `(count, root)` while the
+//! commit window is open, reports artifacts that arrived too late, and sends the weight
+//! distribution.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use poc_chain::api::{BroadcastMode, TxResponse};
 use poc_chain::error::ErrorKind;
 use poc_chain::msgs::{MlNodeWeight, Msg};
+use poc_chain_client::ClientError;
 
 use crate::Shared;
 use crate::config::secs;
 use crate::phase::scale_distribution;
-use crate::timing::{Attempt, Window, commit_due};
+use crate::plan::{CommitAction, CommitClock, CommitMemo, plan_commits};
+use crate::timing::{Attempt, Window};
 
-/// Commit worker memory.
-#[derive(Debug, Default)]
-pub(crate) struct CommitState {
-    stage: i64,
-    last_committed: u64,
-    last_attempt: Option<Attempt>,
-    /// Whether the end of the stage's commit window was already checked.
-    window_closed: bool,
-    distribution_attempt: Option<Instant>,
-    distributed: bool,
+/// Why a weight distribution was not sent (it is tried again later).
+#[derive(Debug, thiserror::Error)]
+enum DistributeError {
+    /// A chain query or the broadcast failed.
+    #[error(transparent)]
+    Chain(#[from] ClientError),
+    /// The chain has no store commit of this participant for the stage.
+    #[error("no store commit on chain")]
+    NoCommit,
+    /// The store has no per-node counts (no artifacts came from a known ML node).
+    #[error("no per-node counts in the store")]
+    NoNodeCounts,
+    /// The store could not be flushed.
+    #[error("the store cannot be flushed: {0}")]
+    Store(#[from] poc_store::StoreError),
+    /// The chain refused the transaction.
+    #[error("rejected ({codespace} {code}): {log}")]
+    Rejected {
+        /// Error codespace.
+        codespace: String,
+        /// Error code.
+        code: u32,
+        /// The chain's log.
+        log: String,
+    },
 }
 
 /// Whether a rejected transaction's code says its window has closed.
@@ -37,93 +55,69 @@ pub(crate) fn window_closed(r: &TxResponse) -> bool {
 }
 
 impl Shared {
-    /// One commit-worker tick (§6.6): while the stage's commit window is open and new
-    /// artifacts were stored, flush and commit the flushed `(count, root)` when due
-    /// (timed from the chain, [`timing::commit_due`]); once the window has closed, report
-    /// artifacts that arrived too late; then the weight distribution when due.
+    /// One commit-worker tick (§6.6): carries out what [`plan_commits`] decides from
+    /// the chain view, the store's count and the clock.
     pub async fn commit_tick(self: &Arc<Self>) {
         let Some(v) = self.view() else { return };
-        if !v.should_use_v2() {
-            return;
-        }
-        let stage = v.current_stage().height();
-        let mut cs = self.commit.lock().await;
-        if cs.stage != stage {
-            *cs = CommitState {
-                stage,
-                ..CommitState::default()
-            };
-        }
-        let Ok(store) = self.stores.get(stage as u64) else {
-            return;
+        let store = v
+            .should_use_v2()
+            .then(|| self.stores.get(v.current_stage().height() as u64).ok())
+            .flatten();
+        let mut memo = self.commit.lock().await;
+        let clock = CommitClock {
+            now: Instant::now(),
+            interval: secs(self.cfg.commit_interval_s),
+            block_time: self.block_time(),
         };
-        let window = v.commit_window(stage);
-        if let Some(w) = window
-            && v.accept_store_commit(stage)
-        {
-            let now = Instant::now();
-            let grown = store.count() > cs.last_committed;
-            let interval = secs(self.cfg.commit_interval_s);
-            if commit_due(
-                grown,
-                cs.last_attempt,
-                now,
-                v.height,
-                w,
-                interval,
-                self.block_time(),
-            ) {
-                let s2 = Arc::clone(&store);
-                let snap = match tokio::task::spawn_blocking(move || s2.flush()).await {
-                    Ok(Ok(snap)) => snap,
-                    Ok(Err(e)) => {
-                        tracing::error!(stage, "flush failed: {e}");
-                        return;
+        let actions = plan_commits(&mut memo, &v, store.as_ref().map(|s| s.count()), clock);
+        let Some(store) = store else { return };
+        for action in actions {
+            match action {
+                CommitAction::Commit { stage, window } => {
+                    let s2 = Arc::clone(&store);
+                    let snap = match tokio::task::spawn_blocking(move || s2.flush()).await {
+                        Ok(Ok(snap)) => snap,
+                        Ok(Err(e)) => {
+                            tracing::error!(stage, "flush failed: {e}");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(stage, "flush task failed: {e}");
+                            return;
+                        }
+                    };
+                    if let (Some(root), true) = (snap.root, snap.count > memo.last_committed) {
+                        memo.last_attempt = Some(Attempt {
+                            at: clock.now,
+                            height: v.height,
+                        });
+                        let deadline = clock.now + window.time_left(v.height, clock.block_time);
+                        self.send_commit(&mut memo, stage, snap.count, root, window, deadline)
+                            .await;
                     }
-                    Err(e) => {
-                        tracing::error!(stage, "flush task failed: {e}");
-                        return;
-                    }
-                };
-                if let (Some(root), true) = (snap.root, snap.count > cs.last_committed) {
-                    cs.last_attempt = Some(Attempt {
-                        at: now,
-                        height: v.height,
-                    });
-                    let deadline = now + w.time_left(v.height, self.block_time());
-                    self.send_commit(&mut cs, stage, snap.count, root, w, deadline)
-                        .await;
                 }
-            }
-        } else if window.is_some_and(|w| !w.open_at(v.height)) && !cs.window_closed {
-            cs.window_closed = true;
-            let late = store.count().saturating_sub(cs.last_committed);
-            if late > 0 {
-                self.metrics.add("poc_artifacts_uncommitted_total", late);
-                let what = if cs.last_committed > 0 {
-                    "artifacts arrived after the last store commit of the stage"
-                } else {
-                    "the stage's commit window closed with no store commit"
-                };
-                tracing::error!(
+                CommitAction::ReportLate {
                     stage,
-                    committed = cs.last_committed,
+                    committed,
                     late,
-                    "{what}: {late} artifacts will not count"
-                );
-            }
-        }
-        if v.should_distribute()
-            && !cs.distributed
-            && cs
-                .distribution_attempt
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
-        {
-            cs.distribution_attempt = Some(Instant::now());
-            if let Err(e) = self.distribute(stage, &store).await {
-                tracing::warn!(stage, "weight distribution: {e}");
-            } else {
-                cs.distributed = true;
+                } => {
+                    self.metrics.add("poc_artifacts_uncommitted_total", late);
+                    let what = if committed > 0 {
+                        "artifacts arrived after the last store commit of the stage"
+                    } else {
+                        "the stage's commit window closed with no store commit"
+                    };
+                    tracing::error!(
+                        stage,
+                        committed,
+                        late,
+                        "{what}: {late} artifacts will not count"
+                    );
+                }
+                CommitAction::Distribute { stage } => match self.distribute(stage, &store).await {
+                    Ok(()) => memo.distributed = true,
+                    Err(e) => tracing::warn!(stage, "weight distribution: {e}"),
+                },
             }
         }
     }
@@ -132,7 +126,7 @@ impl Shared {
     /// participant per block, and only an included commit counts).
     async fn send_commit(
         &self,
-        cs: &mut CommitState,
+        memo: &mut CommitMemo,
         stage: i64,
         count: u64,
         root: poc_mmr::Hash,
@@ -171,7 +165,7 @@ impl Shared {
         };
         match sent {
             Ok(r) if r.result.code == 0 => {
-                cs.last_committed = count;
+                memo.last_committed = count;
                 self.metrics.add("poc_commits_sent_total", 1);
                 tracing::info!(stage, count, height = r.height, "store commit included");
             }
@@ -202,35 +196,29 @@ impl Shared {
         }
     }
 
+    /// Sends the weight distribution of `stage` (nothing if the chain has it already):
+    /// the store's per-node counts scaled to the committed count.
     async fn distribute(
         &self,
         stage: i64,
         store: &Arc<poc_store::ArtifactStore>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DistributeError> {
         let c = &self.io.client;
-        if c.distribution(stage, &self.io.address)
-            .await
-            .map_err(|e| e.to_string())?
-            .found
-        {
+        if c.distribution(stage, &self.io.address).await?.found {
             return Ok(());
         }
-        let commit = c
-            .store_commit(stage, &self.io.address)
-            .await
-            .map_err(|e| e.to_string())?;
+        let commit = c.store_commit(stage, &self.io.address).await?;
         if !commit.found || commit.count == 0 {
-            return Err("no store commit on chain".into());
+            return Err(DistributeError::NoCommit);
         }
         let s2 = Arc::clone(store);
         let counts =
             tokio::task::spawn_blocking(move || s2.flush().map(|_| s2.flushed_node_counts()))
                 .await
-                .expect("flush does not panic")
-                .map_err(|e| e.to_string())?;
+                .expect("flush does not panic")?;
         let weights = scale_distribution(&counts, commit.count);
         if weights.is_empty() {
-            return Err("no per-node counts in the store".into());
+            return Err(DistributeError::NoNodeCounts);
         }
         let msg = Msg::MlNodeWeightDistribution {
             creator: self.io.address.clone(),
@@ -240,16 +228,13 @@ impl Shared {
                 .map(|(node_id, weight)| MlNodeWeight { node_id, weight })
                 .collect(),
         };
-        let r = self
-            .io
-            .send_exec(vec![msg], BroadcastMode::Block)
-            .await
-            .map_err(|e| e.to_string())?;
+        let r = self.io.send_exec(vec![msg], BroadcastMode::Block).await?;
         if r.result.code != 0 {
-            return Err(format!(
-                "rejected ({} {}): {}",
-                r.result.codespace, r.result.code, r.result.raw_log
-            ));
+            return Err(DistributeError::Rejected {
+                codespace: r.result.codespace,
+                code: r.result.code,
+                log: r.result.raw_log,
+            });
         }
         self.metrics.add("poc_distributions_sent_total", 1);
         tracing::info!(stage, count = commit.count, "weight distribution sent");

@@ -140,7 +140,7 @@ pub struct Shared {
     /// Proof requests allowed per client.
     limiter: server::ProofLimiter,
     pub(crate) proof_http: reqwest::Client,
-    commit: tokio::sync::Mutex<commit::CommitState>,
+    commit: tokio::sync::Mutex<plan::CommitMemo>,
     triggers: Mutex<plan::Triggers>,
     /// The generation the ML nodes are kept running.
     pub(crate) generation: generation::Keeper,

@@ -16,7 +16,7 @@ use crate::config::{ApiConfig, secs};
 use crate::mlnodes::Broker;
 use crate::signers::SignerCache;
 use crate::timing::{BlockClock, VoteQueue};
-use crate::{ApiError, Metrics, Shared, commit, generation, plan, server, tracker};
+use crate::{ApiError, Metrics, Shared, generation, plan, server, tracker};
 
 /// A running API node.
 pub struct RunningApi {
@@ -148,7 +148,7 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("HTTP client builds"),
-        commit: tokio::sync::Mutex::new(commit::CommitState::default()),
+        commit: tokio::sync::Mutex::new(plan::CommitMemo::default()),
         triggers: Mutex::new(plan::Triggers::default()),
         generation: generation::Keeper::default(),
         cfg,

@@ -7,13 +7,19 @@
 //! returns are carried out by the node's tracker, which fetches block hashes, talks to
 //! the ML nodes and sends transactions. An action that cannot start (a block hash not
 //! available yet, a transaction not sent) resets its trigger, so a later block retries.
-//! Commits and the weight distribution are the commit worker's ([`crate::timing`]).
+//!
+//! [`plan_commits`] decides, as often as the commit worker ticks, the store commits, the
+//! report of artifacts that missed the commit window and the weight distribution of the
+//! current v2 stage (§6.6), from the chain view, the store's count and the clock, with
+//! what it remembers of the stage in a [`CommitMemo`]; the commit worker carries them out.
 
 use poc_chain::confirmation::ConfirmationPhase;
 use poc_chain::epoch::Phase;
 
+use std::time::{Duration, Instant};
+
 use crate::phase::ChainView;
-use crate::timing::Window;
+use crate::timing::{Attempt, Window, commit_due};
 
 /// A one-shot step of the PoC timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +246,126 @@ pub fn plan(v: &ChainView, triggers: &mut Triggers) -> Vec<Action> {
     out
 }
 
+/// How long a weight distribution that failed waits before it is tried again.
+pub const DISTRIBUTION_RETRY: Duration = Duration::from_secs(30);
+
+/// What the commit worker remembers of the current stage (reset when the stage changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitMemo {
+    stage: i64,
+    /// The count of the last store commit the chain included.
+    pub last_committed: u64,
+    /// The last commit sent (when and at what height).
+    pub last_attempt: Option<Attempt>,
+    /// Whether the end of the stage's commit window was already reported.
+    window_closed: bool,
+    distribution_attempt: Option<Instant>,
+    /// Whether the weight distribution was sent (or found on chain).
+    pub distributed: bool,
+}
+
+/// A step of the commit worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitAction {
+    /// Flush the stage's store and, if its flushed count passed the last commit, commit
+    /// it before `window` closes.
+    Commit {
+        /// The stage height.
+        stage: i64,
+        /// The window the chain accepts the commit in.
+        window: Window,
+    },
+    /// The commit window closed with `late` stored artifacts never committed.
+    ReportLate {
+        /// The stage height.
+        stage: i64,
+        /// The count of the last included commit (0: none).
+        committed: u64,
+        /// Artifacts stored beyond it.
+        late: u64,
+    },
+    /// Send the stage's weight distribution.
+    Distribute {
+        /// The stage height.
+        stage: i64,
+    },
+}
+
+/// The clock and the settings a commit plan reads.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitClock {
+    /// Now.
+    pub now: Instant,
+    /// `commit_interval_s`: the longest time between two commits of a growing store.
+    pub interval: Duration,
+    /// The chain's observed block time.
+    pub block_time: Duration,
+}
+
+/// The commit worker's steps at one tick: a store commit when due
+/// ([`commit_due`]) while the stage's commit window is open; once it has closed, one
+/// report of the artifacts that came too late; then the weight distribution when the
+/// chain expects it, retried every [`DISTRIBUTION_RETRY`] until it is sent. `stored` is
+/// the count of the current stage's store (`None`: there is no store, nothing to do).
+pub fn plan_commits(
+    memo: &mut CommitMemo,
+    v: &ChainView,
+    stored: Option<u64>,
+    clock: CommitClock,
+) -> Vec<CommitAction> {
+    if !v.should_use_v2() {
+        return Vec::new();
+    }
+    let stage = v.current_stage().height();
+    if memo.stage != stage {
+        *memo = CommitMemo {
+            stage,
+            ..CommitMemo::default()
+        };
+    }
+    let Some(stored) = stored else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let window = v.commit_window(stage);
+    if let Some(w) = window
+        && v.accept_store_commit(stage)
+    {
+        let grown = stored > memo.last_committed;
+        if commit_due(
+            grown,
+            memo.last_attempt,
+            clock.now,
+            v.height,
+            w,
+            clock.interval,
+            clock.block_time,
+        ) {
+            out.push(CommitAction::Commit { stage, window: w });
+        }
+    } else if window.is_some_and(|w| !w.open_at(v.height)) && !memo.window_closed {
+        memo.window_closed = true;
+        let late = stored.saturating_sub(memo.last_committed);
+        if late > 0 {
+            out.push(CommitAction::ReportLate {
+                stage,
+                committed: memo.last_committed,
+                late,
+            });
+        }
+    }
+    if v.should_distribute()
+        && !memo.distributed
+        && memo
+            .distribution_attempt
+            .is_none_or(|t| clock.now.saturating_duration_since(t) >= DISTRIBUTION_RETRY)
+    {
+        memo.distribution_attempt = Some(clock.now);
+        out.push(CommitAction::Distribute { stage });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +499,97 @@ mod tests {
                 deadline: val_ev.validation_end(&ep),
             }]
         );
+    }
+
+    fn clock(now: Instant) -> CommitClock {
+        CommitClock {
+            now,
+            interval: Duration::from_secs(5),
+            block_time: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn commits_while_the_window_is_open_then_reports_the_late_artifacts_once() {
+        let t0 = Instant::now();
+        let mut m = CommitMemo::default();
+        let v = view(201, true, None);
+        let w = v.commit_window(200).expect("the stage has a commit window");
+        // No store yet: nothing, but the memo is the stage's.
+        assert_eq!(plan_commits(&mut m, &v, None, clock(t0)), vec![]);
+        // Nothing stored: nothing to commit.
+        assert_eq!(plan_commits(&mut m, &v, Some(0), clock(t0)), vec![]);
+        let a = plan_commits(&mut m, &v, Some(10), clock(t0));
+        assert_eq!(
+            a,
+            vec![CommitAction::Commit {
+                stage: 200,
+                window: w
+            }]
+        );
+        // The worker sent it and the chain included it.
+        m.last_attempt = Some(Attempt {
+            at: t0,
+            height: 201,
+        });
+        m.last_committed = 10;
+        // The store did not grow: nothing; it grew, but the interval has not passed and
+        // the chain did not move on: nothing.
+        assert_eq!(
+            plan_commits(&mut m, &view(202, true, None), Some(10), clock(t0)),
+            vec![]
+        );
+        assert_eq!(plan_commits(&mut m, &v, Some(15), clock(t0)), vec![]);
+        // The window closed with 5 never committed: one report, not two.
+        let after = view(w.end + 1, true, None);
+        assert_eq!(after.current_stage().height(), 200);
+        let a = plan_commits(&mut m, &after, Some(15), clock(t0));
+        assert_eq!(
+            a.first(),
+            Some(&CommitAction::ReportLate {
+                stage: 200,
+                committed: 10,
+                late: 5,
+            })
+        );
+        let again = plan_commits(&mut m, &after, Some(15), clock(t0));
+        assert!(
+            !again
+                .iter()
+                .any(|a| matches!(a, CommitAction::ReportLate { .. }))
+        );
+    }
+
+    #[test]
+    fn the_distribution_is_retried_until_sent_and_a_new_stage_starts_afresh() {
+        let t0 = Instant::now();
+        let mut m = CommitMemo::default();
+        // Validation of stage 200: the chain expects the distribution.
+        let v = view(214, true, None);
+        assert!(v.should_distribute());
+        let d = CommitAction::Distribute { stage: 200 };
+        assert!(plan_commits(&mut m, &v, Some(10), clock(t0)).contains(&d));
+        // Failed: not again before the retry time, then again.
+        assert!(
+            !plan_commits(&mut m, &v, Some(10), clock(t0 + Duration::from_secs(5))).contains(&d)
+        );
+        assert!(plan_commits(&mut m, &v, Some(10), clock(t0 + DISTRIBUTION_RETRY)).contains(&d));
+        m.distributed = true;
+        assert!(
+            !plan_commits(&mut m, &v, Some(10), clock(t0 + 3 * DISTRIBUTION_RETRY)).contains(&d)
+        );
+        // v1 stages have no commits.
+        let mut v1 = CommitMemo::default();
+        assert_eq!(
+            plan_commits(&mut v1, &view(201, false, None), Some(10), clock(t0)),
+            vec![]
+        );
+        // The next stage forgets the last one.
+        let mut next = m.clone();
+        let later = crate::phase::tests::view(401, 400, 2, None, true, true);
+        assert_eq!(later.current_stage().height(), 400);
+        plan_commits(&mut next, &later, None, clock(t0));
+        assert_eq!(next.last_committed, 0);
+        assert!(!next.distributed);
     }
 }

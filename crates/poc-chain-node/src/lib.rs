@@ -26,10 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::db::DbError;
 pub use crate::producer::BlockProducer;
 pub use crate::replay::{ReplayReport, replay_all, restore};
 pub use crate::services::{ChainServices, Head};
-use crate::db::DbError;
 
 /// Node errors.
 #[derive(Debug, thiserror::Error)]

@@ -103,4 +103,3 @@ pub fn replay_all(
         app_hash: state.app_hash,
     })
 }
-

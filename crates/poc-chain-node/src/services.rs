@@ -64,10 +64,7 @@ impl ChainServices {
 
     /// Opens the database, restores the head (see [`restore`]) and wraps both for a
     /// driver. Returns how many blocks were replayed.
-        pub fn open(
-        db_path: &Path,
-        genesis: &Genesis,
-    ) -> Result<(Arc<Self>, i64), NodeError> {
+    pub fn open(db_path: &Path, genesis: &Genesis) -> Result<(Arc<Self>, i64), NodeError> {
         let db = ChainDb::open(db_path, genesis)?;
         let (head, replayed) = restore(&db, genesis)?;
         let (height_tx, _) = watch::channel(head.state.height);

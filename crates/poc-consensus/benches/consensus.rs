@@ -18,7 +18,7 @@ use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::Msg;
 use poc_chain::state::ChainState;
 use poc_chain::tx::{self, TxMsg};
-use poc_chain_node::{NodeConfig, ChainServices, db::ChainDb, home};
+use poc_chain_node::{ChainServices, NodeConfig, db::ChainDb, home};
 use poc_consensus::node::{ReplicatedChain, ReplicatedConfig};
 use poc_consensus::{Behavior, keys, traffic};
 

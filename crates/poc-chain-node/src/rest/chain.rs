@@ -5,8 +5,8 @@ use poc_chain::api::*;
 use poc_chain::records::ParticipantStatus;
 use poc_chain::state::ChainState;
 
-use crate::status::NodeStatus;
 use super::{R, S, addr, bad, keys, not_found, ok};
+use crate::status::NodeStatus;
 
 pub(super) async fn epoch_info(State(s): S) -> R<EpochInfoResponse> {
     let head = s.head();

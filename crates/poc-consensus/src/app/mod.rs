@@ -19,10 +19,10 @@ use commonware_cryptography::{ed25519, sha256};
 use commonware_p2p::{Receiver, Recipients, Sender};
 use commonware_runtime::{Clock, Metrics, Spawner};
 use commonware_utils::channel::{mpsc, oneshot};
-use poc_chain_node::status::{ConsensusStatus, PeerStatus};
 use poc_chain::block::{Block, BlockResult};
 use poc_chain::keys::SignatureMemo;
 use poc_chain::state::ChainState;
+use poc_chain_node::status::{ConsensusStatus, PeerStatus};
 use poc_chain_node::{ChainServices, Head};
 
 use crate::codec::{self, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_RESPONSE_BLOCKS, Wire};
@@ -476,12 +476,10 @@ impl<E: Clock + Spawner + Metrics> App<E> {
             }
             let block = Arc::clone(&self.blocks[&d]);
             let ex = self.executed.remove(&d).expect("just executed");
-            if let Err(e) = self.services.commit_block(
-                &block,
-                &ex.result,
-                ex.state,
-                self.cfg.snapshot_interval,
-            ) {
+            if let Err(e) =
+                self.services
+                    .commit_block(&block, &ex.result, ex.state, self.cfg.snapshot_interval)
+            {
                 tracing::error!("cannot store finalized block {}: {e}", block.header.height);
                 self.halt();
                 return;
