@@ -11,7 +11,7 @@ use poc_chain::error::ErrorKind;
 use poc_chain::msgs::{MlNodeWeight, Msg};
 use poc_chain_client::ClientError;
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::config::secs;
 use crate::phase::scale_distribution;
 use crate::plan::{CommitAction, CommitClock, CommitMemo, plan_commits};
@@ -54,7 +54,7 @@ pub(crate) fn window_closed(r: &TxResponse) -> bool {
         .contains(&r.result.code)
 }
 
-impl Shared {
+impl ApiNode {
     /// One commit-worker tick (§6.6): carries out what [`plan_commits`] decides from
     /// the chain view, the store's count and the clock.
     pub async fn commit_tick(self: &Arc<Self>) {

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::callbacks::Grant;
-use crate::mlnodes::GenerationSpec;
+use crate::mlnodes::GenerateRequest;
 
 /// The PoC v2 generation the ML nodes should be running: what to send to a node that
 /// is not generating (restarted, or back after a failure) while the stage accepts
@@ -13,7 +13,7 @@ use crate::mlnodes::GenerationSpec;
 #[derive(Debug, Clone)]
 struct GenerationPlan {
     /// The `init/generate` body (its `url` is set per node).
-    spec: GenerationSpec,
+    spec: GenerateRequest,
     /// Last height at which the stage accepts artifacts.
     expires: i64,
 }
@@ -22,14 +22,14 @@ struct GenerationPlan {
 #[derive(Debug, Default)]
 pub(crate) struct Keeper {
     plan: Mutex<Option<GenerationPlan>>,
-    /// One pass of [`Shared::keep_generating`] at a time (validation takes it to stop
+    /// One pass of [`ApiNode::keep_generating`] at a time (validation takes it to stop
     /// the nodes).
     pub(crate) one_pass: tokio::sync::Mutex<()>,
     /// Highest nonce stored per `(stage, ML node number)`: where a restarted node resumes.
     progress: Mutex<HashMap<(i64, u64), i32>>,
 }
 
-impl Shared {
+impl ApiNode {
     /// Records the highest nonce stored from an ML node in a stage.
     pub(crate) fn note_progress(&self, stage: i64, node: u64, max_nonce: i32) {
         let mut p = self.generation.progress.lock().expect("progress lock");
@@ -38,7 +38,7 @@ impl Shared {
     }
 
     /// Sets the generation the ML nodes should run and starts it where it is not running.
-    pub(crate) async fn start_generation(self: &Arc<Self>, spec: GenerationSpec, expires: i64) {
+    pub(crate) async fn start_generation(self: &Arc<Self>, spec: GenerateRequest, expires: i64) {
         let stage = spec.block_height;
         *self.generation.plan.lock().expect("generation lock") =
             Some(GenerationPlan { spec, expires });

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::callbacks::{CallbackRefusal, Grant};
 
 /// A JSON error answer: `{"error": msg}` with `code`.
@@ -17,7 +17,7 @@ pub(crate) fn reply(code: StatusCode, msg: impl Into<String>) -> Response {
 /// serves; otherwise (unknown token, or a token for something else) the 403 to answer.
 #[allow(clippy::result_large_err)]
 pub(crate) fn grant_for<T>(
-    st: &Shared,
+    st: &ApiNode,
     token: &str,
     pick: impl FnOnce(&Grant) -> Option<T>,
 ) -> Result<T, Response> {
@@ -26,7 +26,7 @@ pub(crate) fn grant_for<T>(
 }
 
 /// The answer to a refused callback.
-pub(crate) fn refused(st: &Shared, e: CallbackRefusal) -> Response {
+pub(crate) fn refused(st: &ApiNode, e: CallbackRefusal) -> Response {
     st.metrics.add("poc_callbacks_refused_total", 1);
     tracing::warn!("callback refused: {e}");
     reply(StatusCode::FORBIDDEN, e.to_string())

@@ -110,7 +110,7 @@ impl Metrics {
 }
 
 /// Everything the tasks and handlers share.
-pub struct Shared {
+pub struct ApiNode {
     /// Configuration.
     pub cfg: ApiConfig,
     /// Chain access and keys.
@@ -146,7 +146,7 @@ pub struct Shared {
     pub(crate) generation: generation::Keeper,
 }
 
-impl Shared {
+impl ApiNode {
     /// The latest chain view.
     pub fn view(&self) -> Option<ChainView> {
         self.view.read().expect("view lock").clone()

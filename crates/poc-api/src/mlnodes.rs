@@ -57,7 +57,7 @@ impl MlNode {
 
 /// `init/generate` parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GenerationSpec {
+pub struct GenerateRequest {
     /// Seed block hash.
     pub block_hash: String,
     /// Stage height.
@@ -74,7 +74,7 @@ pub struct GenerationSpec {
 
 /// The statistical test sent with a validation (under both threshold names).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StatTest {
+pub struct StatTestRequest {
     /// L2 mismatch threshold.
     pub dist_threshold: f64,
     /// Honest mismatch probability.
@@ -216,7 +216,7 @@ impl Broker {
     pub async fn start_one(
         &self,
         n: &MlNode,
-        spec: &GenerationSpec,
+        spec: &GenerateRequest,
         nonce_start: Option<i64>,
     ) -> Result<bool, String> {
         let status = self
@@ -309,7 +309,7 @@ impl Broker {
         sample: &[(i32, String)],
         model: &str,
         seq_len: i64,
-        stat: StatTest,
+        stat: StatTestRequest,
         node_count: u64,
         callback: &str,
     ) -> Result<(), String> {

@@ -16,7 +16,7 @@ use crate::config::{ApiConfig, secs};
 use crate::mlnodes::Broker;
 use crate::signers::SignerCache;
 use crate::timing::{BlockClock, VoteQueue};
-use crate::{ApiError, Metrics, Shared, generation, plan, server, tracker};
+use crate::{ApiError, ApiNode, Metrics, generation, plan, server, tracker};
 
 /// A running API node.
 pub struct RunningApi {
@@ -24,8 +24,8 @@ pub struct RunningApi {
     pub public_addr: SocketAddr,
     /// ML callback server address.
     pub ml_addr: SocketAddr,
-    /// Shared state.
-    pub shared: Arc<Shared>,
+    /// ApiNode state.
+    pub shared: Arc<ApiNode>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -124,7 +124,7 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
     };
     let tokens = CallbackTokens::open(&cfg.data_dir).map_err(ApiError::Config)?;
     let client = ChainClient::new(&cfg.chain_url);
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ApiNode {
         io: ChainIo::new(client, account, operational.clone()),
         operational_key: operational,
         stores,
@@ -269,9 +269,9 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
     })
 }
 
-type Tick = fn(Arc<Shared>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+type Tick = fn(Arc<ApiNode>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-async fn periodic(st: Arc<Shared>, mut stop: watch::Receiver<bool>, every: Duration, f: Tick) {
+async fn periodic(st: Arc<ApiNode>, mut stop: watch::Receiver<bool>, every: Duration, f: Tick) {
     let mut iv = tokio::time::interval(every);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -8,14 +8,14 @@ use poc_chain::api::BroadcastMode;
 use poc_chain::msgs::Msg;
 use tokio::sync::watch;
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::config::secs;
-use crate::mlnodes::GenerationSpec;
+use crate::mlnodes::GenerateRequest;
 use crate::phase::ChainView;
 use crate::plan::{self, Action, SeedHash, Trigger};
 use crate::validator::{self, StageJob};
 
-impl Shared {
+impl ApiNode {
     /// Plans the steps due at this view and starts them.
     async fn on_view(self: &Arc<Self>, v: &ChainView) {
         let actions = plan::plan(v, &mut self.triggers.lock().expect("triggers"));
@@ -65,7 +65,7 @@ impl Shared {
                 let Some(hash) = self.seed_hash(&seed).await else {
                     return self.retry(trigger);
                 };
-                let spec = GenerationSpec {
+                let spec = GenerateRequest {
                     block_hash: hash,
                     block_height: stage,
                     public_key: self.io.account_hex.clone(),
@@ -133,7 +133,7 @@ impl Shared {
 }
 
 /// Follows the chain: registration first, then a new view on every new height.
-pub(crate) async fn tracker(st: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn tracker(st: Arc<ApiNode>, mut stop: watch::Receiver<bool>) {
     let poll = secs(st.cfg.chain_poll_s);
     loop {
         match st.io.ensure_setup(&st.cfg.public_url).await {

@@ -19,7 +19,7 @@ use poc_chain::msgs::Msg;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::callbacks::Grant;
 use crate::http::{grant_for, refused, reply};
 use crate::sampling::sample_leaf_indices;
@@ -42,7 +42,7 @@ struct GeneratedV1 {
 }
 
 /// The v1 callback routes (nested under `/cb/{token}` by the callback server).
-pub(crate) fn callback_routes() -> Router<Arc<Shared>> {
+pub(crate) fn callback_routes() -> Router<Arc<ApiNode>> {
     Router::new()
         .route("/v1/poc-batches/generated", post(generated))
         .route("/v1/poc-batches/validated", post(validated))
@@ -51,7 +51,7 @@ pub(crate) fn callback_routes() -> Router<Arc<Shared>> {
 /// `POST /cb/{token}/v1/poc-batches/generated`: the ML node's passing nonces →
 /// `MsgSubmitPocBatch`.
 pub async fn generated(
-    State(st): State<Arc<Shared>>,
+    State(st): State<Arc<ApiNode>>,
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -155,7 +155,7 @@ struct ValidatedV1 {
 /// asked about → `MsgSubmitPocValidation` (arrays emptied, as the reference does; only
 /// `fraud_detected` counts).
 pub async fn validated(
-    State(st): State<Arc<Shared>>,
+    State(st): State<Arc<ApiNode>>,
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -225,7 +225,7 @@ pub async fn validated(
     axum::Json(json!({})).into_response()
 }
 
-impl Shared {
+impl ApiNode {
     /// The v1 `init` body for a stage; callbacks go to `url`.
     pub(crate) fn v1_init(
         &self,

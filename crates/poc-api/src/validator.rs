@@ -13,11 +13,11 @@ use poc_chain::decimal::Decimal;
 use poc_chain::slots;
 use tokio::sync::Semaphore;
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::callbacks::Grant;
 use crate::config::secs;
 use crate::http::now_ns;
-use crate::mlnodes::StatTest;
+use crate::mlnodes::StatTestRequest;
 use crate::proofs::{ProofRequest, ProofResponse, VerifiedSample, verify_response};
 use crate::sampling::sample_leaf_indices;
 use crate::timing::Window;
@@ -211,7 +211,7 @@ impl ProofFetcher {
     }
 }
 
-impl Shared {
+impl ApiNode {
     /// This node's proof client.
     pub fn fetcher(&self) -> ProofFetcher {
         ProofFetcher {
@@ -231,7 +231,7 @@ fn dec_f64(d: Option<Decimal>, default: f64) -> f64 {
 }
 
 /// Validates every committed participant of a stage.
-pub async fn validate_stage(st: Arc<Shared>, job: StageJob) {
+pub async fn validate_stage(st: Arc<ApiNode>, job: StageJob) {
     let stage = job.stage;
     let Some(view) = st.view() else { return };
     if job.seed_hash.is_empty() {
@@ -246,7 +246,7 @@ pub async fn validate_stage(st: Arc<Shared>, job: StageJob) {
         pp.validation_sample_size as u32
     };
     let stat = pp.stat_test.clone().unwrap_or_default();
-    let stat = StatTest {
+    let stat = StatTestRequest {
         dist_threshold: dec_f64(stat.dist_threshold, 0.4),
         p_mismatch: dec_f64(stat.p_mismatch, 0.1),
         p_value_threshold: dec_f64(stat.p_value_threshold, 0.05),
@@ -374,7 +374,7 @@ pub async fn validate_stage(st: Arc<Shared>, job: StageJob) {
 
 #[allow(clippy::too_many_arguments)]
 async fn validate_one(
-    st: &Arc<Shared>,
+    st: &Arc<ApiNode>,
     job: &StageJob,
     item: &WorkItem,
     sample_size: u32,
@@ -382,7 +382,7 @@ async fn validate_one(
     counter: &AtomicUsize,
     model: &str,
     seq_len: i64,
-    stat: StatTest,
+    stat: StatTestRequest,
 ) {
     let stage = job.stage;
     let indices = sample_leaf_indices(

@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use poc_chain::api::BroadcastMode;
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::commit::window_closed;
 use crate::timing::{VoteBatch, Window};
 
-impl Shared {
+impl ApiNode {
     /// Queues a vote on `participant` for `stage` (whose votes the chain accepts inside
     /// `window`) and sends what is due, in the background (a verdict callback is answered
     /// without waiting for the chain).

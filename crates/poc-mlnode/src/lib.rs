@@ -12,7 +12,6 @@
 //! timers are async (tokio). This crate wires `poc-model` and `poc-core` to HTTP and knows
 //! nothing of the chain or the artifact store.
 
-pub mod api;
 pub mod bench;
 pub mod callbacks;
 pub mod chat;
@@ -22,6 +21,7 @@ pub mod schedule;
 mod server;
 pub mod settings;
 pub mod v1;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use poc_store::AppendError;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::callbacks::Grant;
 use crate::http::{grant_for, refused, reply};
 use crate::phase::ChainView;
@@ -25,7 +25,7 @@ use super::S;
 /// the 503 to answer (`what` names the data refused).
 #[allow(clippy::result_large_err)]
 fn v2_callback_view(
-    st: &Shared,
+    st: &ApiNode,
     accepting: fn(&ChainView) -> bool,
     what: &str,
 ) -> Result<ChainView, Response> {

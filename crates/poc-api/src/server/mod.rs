@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::http::reply;
 
 mod ingest;
@@ -21,7 +21,7 @@ mod proofs;
 
 pub use proofs::ProofLimiter;
 
-pub(crate) type S = State<Arc<Shared>>;
+pub(crate) type S = State<Arc<ApiNode>>;
 
 /// Largest proof request body.
 pub const MAX_PROOF_REQUEST_BYTES: usize = 256 * 1024;
@@ -29,7 +29,7 @@ pub const MAX_PROOF_REQUEST_BYTES: usize = 256 * 1024;
 pub const MAX_CALLBACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// The public router.
-pub fn public_router(st: Arc<Shared>) -> Router {
+pub fn public_router(st: Arc<ApiNode>) -> Router {
     Router::new()
         .route(
             "/v1/poc/proofs",
@@ -44,7 +44,7 @@ pub fn public_router(st: Arc<Shared>) -> Router {
 /// The ML callback router: every route sits under `/cb/{token}/` (a token this node
 /// issued, `crate::callbacks`). Source addresses are checked when a connection is
 /// accepted (`start`).
-pub fn callback_router(st: Arc<Shared>) -> Router {
+pub fn callback_router(st: Arc<ApiNode>) -> Router {
     let routes = Router::new()
         .route("/v2/poc-batches/generated", post(ingest::generated))
         .route("/v2/poc-batches/validated", post(ingest::validated))

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::Shared;
+use crate::ApiNode;
 use crate::http::{now_ns, reply};
 use crate::proofs::{
     MAX_CLOCK_SKEW_NS, MAX_INDICES, ProofItem, ProofRequest, ProofResponse, response_digest,
@@ -93,7 +93,7 @@ pub(super) async fn proofs(
 }
 
 async fn proofs_inner(
-    st: &Arc<Shared>,
+    st: &Arc<ApiNode>,
     peer: SocketAddr,
     body: &[u8],
 ) -> Result<ProofResponse, (StatusCode, String)> {

@@ -27,10 +27,10 @@ use tokio::sync::oneshot;
 
 pub use session::{ChatEvent, ChatRequest};
 
-use crate::api::StatusConfig;
 use crate::metrics::Metrics;
 use crate::schedule::ChatPolicy;
 use crate::schedule::{SchedulerConfig, StepRows};
+use crate::wire::StatusConfig;
 
 /// Where continuous generation delivers each batch.
 pub type BatchSink = Arc<dyn Fn(Vec<NonceVector>) + Send + Sync>;
@@ -116,7 +116,9 @@ struct State {
     shutdown: bool,
 }
 
-struct Shared {
+/// What the HTTP handlers and the compute thread share: the scheduler's state under one
+/// lock, and the condition variable that wakes the compute thread.
+struct Inbox {
     state: Mutex<State>,
     wake: Condvar,
     config: SchedulerConfig,
@@ -130,7 +132,7 @@ pub enum ChatRefused {
     QueueFull(ChatRequest),
 }
 
-impl Shared {
+impl Inbox {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -164,7 +166,7 @@ pub struct SchedulerStatus {
 
 /// Handle to the compute thread.
 pub struct Compute {
-    shared: Arc<Shared>,
+    shared: Arc<Inbox>,
     metrics: Arc<Metrics>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -179,7 +181,7 @@ impl Compute {
             poc_share: config.poc_share.clamp(0.0, 1.0),
             ..config
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Inbox {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             config,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use poc_model::{ChatRows, NonceVector, PocEngine, PocParams};
 
 use super::session::{ChatEvent, Session};
-use super::{BatchSink, Generation, Job, Shared, State};
+use super::{BatchSink, Generation, Inbox, Job, State};
 use crate::metrics::Metrics;
 use crate::schedule::ChatPolicy;
 use crate::schedule::{self, ChatWork, PocWork, SchedulerConfig, StepPlan, StepRows};
@@ -182,7 +182,7 @@ fn counts(sessions: &[Session]) -> (usize, usize) {
     )
 }
 
-pub(super) fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
+pub(super) fn run(shared: &Inbox, engine: &PocEngine, metrics: &Metrics) {
     let cfg = shared.config;
     let stages = engine.model().stage_count();
     let max_len = engine.model().max_len();
@@ -263,7 +263,7 @@ pub(super) fn run(shared: &Shared, engine: &PocEngine, metrics: &Metrics) {
 
 /// Hands continuous generation's vectors to its sink; a failure ends generation.
 fn deliver_generation(
-    shared: &Shared,
+    shared: &Inbox,
     metrics: &Metrics,
     result: poc_model::Result<Vec<NonceVector>>,
     sink: &BatchSink,
@@ -289,7 +289,7 @@ fn deliver_generation(
 
 /// Adds a chunk's vectors to its job: answers it when complete, else puts it back first.
 fn deliver_job(
-    shared: &Shared,
+    shared: &Inbox,
     metrics: &Metrics,
     result: poc_model::Result<Vec<NonceVector>>,
     job: Job,
@@ -313,7 +313,7 @@ fn deliver_job(
 /// One forward over the planned chat rows and PoC rows; then every chat whose input was
 /// fed completely samples its next token, and the PoC vectors go where they belong.
 fn mixed_step(
-    shared: &Shared,
+    shared: &Inbox,
     engine: &PocEngine,
     metrics: &Metrics,
     sessions: &mut Vec<Session>,
@@ -396,7 +396,7 @@ fn mixed_step(
 }
 
 /// Publishes how many sessions run and how many are still feeding their prompt.
-fn update_counts(shared: &Shared, sessions: &[Session]) {
+fn update_counts(shared: &Inbox, sessions: &[Session]) {
     let mut s = shared.lock();
     (s.active_chats, s.prefilling) = counts(sessions);
 }

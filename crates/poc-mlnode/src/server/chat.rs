@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::chat::{ChatCompletionRequest, Stop};
 use crate::compute::{ChatEvent, ChatRefused, ChatRequest};
 
-use super::{AppState, Shared, parse};
+use super::{App, AppState, parse};
 
 fn chat_error(status: StatusCode, kind: &str, msg: impl Into<String>) -> Response {
     (
@@ -32,7 +32,7 @@ struct Detok {
     sent: usize,
 }
 
-async fn chat_completions(st: Shared, body: Bytes) -> Response {
+async fn chat_completions(st: App, body: Bytes) -> Response {
     st.metrics.chat_requests.inc();
     let req: ChatCompletionRequest = match parse(&body) {
         Ok(r) => r,
@@ -244,7 +244,7 @@ async fn complete(st: &AppState, mut rx: mpsc::UnboundedReceiver<ChatEvent>, r: 
 /// Server-sent events (`stream: true`): a role chunk, content chunks as text becomes
 /// final (a partial character or a possible stop-string start is held back), a finish
 /// chunk, `[DONE]`.
-fn stream(st: Shared, mut rx: mpsc::UnboundedReceiver<ChatEvent>, r: Reply) -> Response {
+fn stream(st: App, mut rx: mpsc::UnboundedReceiver<ChatEvent>, r: Reply) -> Response {
     let events = async_stream(
         move |out: mpsc::Sender<Result<Event, std::convert::Infallible>>| async move {
             let chat = st
@@ -349,7 +349,7 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn models(st: Shared) -> Response {
+async fn models(st: App) -> Response {
     let data: Vec<Value> = st
         .names
         .iter()
@@ -359,11 +359,11 @@ async fn models(st: Shared) -> Response {
 }
 
 /// `/v1/chat/completions` and `/v1/models`.
-pub(super) fn routes() -> Router<Shared> {
+pub(super) fn routes() -> Router<App> {
     Router::new()
         .route(
             "/v1/chat/completions",
-            post(|State(s): State<Shared>, b: Bytes| chat_completions(s, b)),
+            post(|State(s): State<App>, b: Bytes| chat_completions(s, b)),
         )
-        .route("/v1/models", get(|State(s): State<Shared>| models(s)))
+        .route("/v1/models", get(|State(s): State<App>| models(s)))
 }

@@ -85,7 +85,8 @@ impl AppState {
     }
 }
 
-type Shared = Arc<AppState>;
+/// The handlers' state.
+type App = Arc<AppState>;
 
 fn detail(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "detail": msg.into() }))).into_response()
@@ -137,7 +138,7 @@ fn unprocessable(field: &[&str], msg: String) -> Response {
         .into_response()
 }
 
-async fn metrics(st: Shared) -> Response {
+async fn metrics(st: App) -> Response {
     let text = st.metrics.render(
         st.compute.generating(),
         st.queued_nonces.load(Ordering::SeqCst),
@@ -147,7 +148,7 @@ async fn metrics(st: Shared) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn health(st: Shared) -> Response {
+async fn health(st: App) -> Response {
     axum::Json(json!({
         "status": "ok",
         "generating": st.compute.generating(),
@@ -158,12 +159,12 @@ async fn health(st: Shared) -> Response {
 }
 
 /// All routes.
-pub fn router(state: Shared, body_limit: usize) -> Router {
+pub fn router(state: App, body_limit: usize) -> Router {
     pow::routes()
         .merge(pow_v1::routes())
         .merge(chat::routes())
-        .route("/health", get(|State(s): State<Shared>| health(s)))
-        .route("/metrics", get(|State(s): State<Shared>| metrics(s)))
+        .route("/health", get(|State(s): State<App>| health(s)))
+        .route("/metrics", get(|State(s): State<App>| metrics(s)))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

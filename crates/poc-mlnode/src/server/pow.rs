@@ -19,12 +19,12 @@ use poc_model::{NonceVector, PocParams};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::api::{ArtifactsResult, GenerateBody, InitGenerateBody, PocParamsBody, StatusConfig};
 use crate::callbacks::Target;
 use crate::compute::{GenerationSpec, Job};
+use crate::wire::{ArtifactsResult, GenerateBody, InitGenerateBody, PocParamsBody, StatusConfig};
 
 use super::pow_v1::v1_init_generate;
-use super::{AppState, JobRecord, JobStatus, Layer, Shared, detail, parse, unprocessable};
+use super::{App, AppState, JobRecord, JobStatus, Layer, detail, parse, unprocessable};
 
 /// 409 "params mismatch" when the model is not one the node serves; 422 for shapes the
 /// node cannot compute.
@@ -83,7 +83,7 @@ fn to_artifacts(v: &[NonceVector]) -> Vec<Artifact> {
         .collect()
 }
 
-async fn init_generate(st: Shared, layer: Layer, body: Bytes) -> Response {
+async fn init_generate(st: App, layer: Layer, body: Bytes) -> Response {
     if layer == Layer::Backend && crate::v1::is_v1_body(&body) {
         return v1_init_generate(st, body).await;
     }
@@ -168,7 +168,7 @@ fn backend_status(st: &AppState) -> Value {
     }
 }
 
-async fn status(st: Shared, layer: Layer) -> Response {
+async fn status(st: App, layer: Layer) -> Response {
     if layer == Layer::Backend && st.v1.active() {
         return axum::Json(st.v1.status()).into_response();
     }
@@ -189,7 +189,7 @@ async fn status(st: Shared, layer: Layer) -> Response {
     }
 }
 
-async fn stop(st: Shared, layer: Layer) -> Response {
+async fn stop(st: App, layer: Layer) -> Response {
     if layer == Layer::Backend && st.v1.active() {
         let r = st.v1.stop();
         st.stop_all().await;
@@ -245,7 +245,7 @@ fn merge(mut base: Value, extra: Value) -> Value {
     base
 }
 
-async fn generate(st: Shared, layer: Layer, body: Bytes) -> Response {
+async fn generate(st: App, layer: Layer, body: Bytes) -> Response {
     let b: GenerateBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -374,7 +374,7 @@ async fn generate(st: Shared, layer: Layer, body: Bytes) -> Response {
         .into_response()
 }
 
-async fn generate_result(st: Shared, layer: Layer, id: String) -> Response {
+async fn generate_result(st: App, layer: Layer, id: String) -> Response {
     if layer == Layer::MlNode {
         let well_formed = id
             .split_once(':')
@@ -404,7 +404,7 @@ async fn generate_result(st: Shared, layer: Layer, id: String) -> Response {
 }
 
 /// The five PoC v2 routes under both prefixes.
-pub(super) fn routes() -> Router<Shared> {
+pub(super) fn routes() -> Router<App> {
     let mut r = Router::new();
     for (prefix, layer) in [
         ("/api/v1/inference/pow", Layer::MlNode),
@@ -413,25 +413,25 @@ pub(super) fn routes() -> Router<Shared> {
         r = r
             .route(
                 &format!("{prefix}/init/generate"),
-                post(move |State(s): State<Shared>, b: Bytes| init_generate(s, layer, b)),
+                post(move |State(s): State<App>, b: Bytes| init_generate(s, layer, b)),
             )
             .route(
                 &format!("{prefix}/generate"),
-                post(move |State(s): State<Shared>, b: Bytes| generate(s, layer, b)),
+                post(move |State(s): State<App>, b: Bytes| generate(s, layer, b)),
             )
             .route(
                 &format!("{prefix}/generate/{{request_id}}"),
-                get(move |State(s): State<Shared>, Path(id): Path<String>| {
+                get(move |State(s): State<App>, Path(id): Path<String>| {
                     generate_result(s, layer, id)
                 }),
             )
             .route(
                 &format!("{prefix}/status"),
-                get(move |State(s): State<Shared>| status(s, layer)),
+                get(move |State(s): State<App>| status(s, layer)),
             )
             .route(
                 &format!("{prefix}/stop"),
-                post(move |State(s): State<Shared>| stop(s, layer)),
+                post(move |State(s): State<App>| stop(s, layer)),
             );
     }
     r

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 
-use super::{Shared, detail, parse};
+use super::{App, detail, parse};
 
 fn v1_reply(r: Result<Value, crate::v1::V1Error>) -> Response {
     match r {
@@ -22,7 +22,7 @@ fn v1_reply(r: Result<Value, crate::v1::V1Error>) -> Response {
     }
 }
 
-pub(super) async fn v1_init_generate(st: Shared, body: Bytes) -> Response {
+pub(super) async fn v1_init_generate(st: App, body: Bytes) -> Response {
     let b: crate::v1::V1Init = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -33,11 +33,11 @@ pub(super) async fn v1_init_generate(st: Shared, body: Bytes) -> Response {
 }
 
 /// The v1-only routes.
-pub(super) fn routes() -> Router<Shared> {
+pub(super) fn routes() -> Router<App> {
     Router::new()
         .route(
             "/api/v1/pow/init",
-            post(|State(s): State<Shared>, b: Bytes| async move {
+            post(|State(s): State<App>, b: Bytes| async move {
                 match parse::<crate::v1::V1Init>(&b) {
                     Ok(i) => {
                         s.stop_all().await;
@@ -49,7 +49,7 @@ pub(super) fn routes() -> Router<Shared> {
         )
         .route(
             "/api/v1/pow/init/validate",
-            post(|State(s): State<Shared>, b: Bytes| async move {
+            post(|State(s): State<App>, b: Bytes| async move {
                 match parse::<crate::v1::V1Init>(&b) {
                     Ok(i) => {
                         s.stop_all().await;
@@ -61,15 +61,15 @@ pub(super) fn routes() -> Router<Shared> {
         )
         .route(
             "/api/v1/pow/phase/generate",
-            post(|State(s): State<Shared>| async move { v1_reply(s.v1.phase_generate()) }),
+            post(|State(s): State<App>| async move { v1_reply(s.v1.phase_generate()) }),
         )
         .route(
             "/api/v1/pow/phase/validate",
-            post(|State(s): State<Shared>| async move { v1_reply(s.v1.init_validate(None).await) }),
+            post(|State(s): State<App>| async move { v1_reply(s.v1.init_validate(None).await) }),
         )
         .route(
             "/api/v1/pow/validate",
-            post(|State(s): State<Shared>, b: Bytes| async move {
+            post(|State(s): State<App>, b: Bytes| async move {
                 match parse::<crate::v1::ProofBatch>(&b) {
                     Ok(batch) => match s.v1.validate(batch).await {
                         Ok(()) => axum::Json(Value::Null).into_response(),
