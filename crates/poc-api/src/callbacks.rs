@@ -23,8 +23,25 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use crate::config::ConfigError;
 use hmac::{KeyInit, Mac};
 use ipnet::IpNet;
+
+/// The callback token secret cannot be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenSecretError {
+    /// Reading or writing the file failed.
+    #[error("callback token secret {}: {source}", path.display())]
+    Io {
+        /// The secret file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not 64 hex digits.
+    #[error("callback token secret {} is not 64 hex digits (delete it to make a new one)", .0.display())]
+    Malformed(std::path::PathBuf),
+}
 
 /// What a callback token was issued for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -159,20 +176,18 @@ impl CallbackTokens {
 
     /// Tokens under the secret kept in `dir` (created, readable by the owner only, on
     /// first use).
-    pub fn open(dir: &Path) -> Result<Self, String> {
+    pub fn open(dir: &Path) -> Result<Self, TokenSecretError> {
         let path = dir.join(SECRET_FILE);
-        let what = |e: std::io::Error| format!("callback token secret {}: {e}", path.display());
+        let what = |source: std::io::Error| TokenSecretError::Io {
+            path: path.clone(),
+            source,
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let bytes = hex::decode(text.trim())
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "callback token secret {} is not 64 hex digits (delete it to make a new one)",
-                            path.display()
-                        )
-                    })?;
+                    .ok_or_else(|| TokenSecretError::Malformed(path.clone()))?;
                 Ok(Self::new(bytes))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -332,16 +347,16 @@ pub struct AllowList {
 
 impl AllowList {
     /// Parses `10.0.0.0/8`, `192.168.1.7`, `::1`, `fd00::/8`, ...
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
+    pub fn parse(entries: &[String]) -> Result<Self, ConfigError> {
         let mut nets = Vec::new();
         for e in entries {
             let e = e.trim();
             let net = IpNet::from_str(e)
                 .or_else(|_| IpAddr::from_str(e).map(IpNet::from))
                 .map_err(|_| {
-                    format!(
+                    ConfigError::Invalid(format!(
                         "callback_allow: {e:?} is neither an IP address nor a network like 10.0.0.0/8"
-                    )
+                    ))
                 })?;
             nets.push(net);
         }
@@ -445,7 +460,7 @@ mod tests {
         }
         std::fs::write(dir.path().join(SECRET_FILE), "xyz").unwrap();
         let e = CallbackTokens::open(dir.path()).unwrap_err();
-        assert!(e.contains("64 hex digits"), "{e}");
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
     }
 
     #[test]
@@ -481,6 +496,6 @@ mod tests {
         assert!(l.allows("fd00::1".parse().unwrap()));
         assert!(!l.allows("127.0.0.1".parse().unwrap()));
         let e = AllowList::parse(&["10.0.0.0/33".into()]).unwrap_err();
-        assert!(e.contains("10.0.0.0/33"), "{e}");
+        assert!(e.to_string().contains("10.0.0.0/33"), "{e}");
     }
 }

@@ -10,6 +10,24 @@ use poc_chain::msgs::{Msg, OPERATIONAL_PERMISSIONS};
 use poc_chain::tx::TxMsg;
 use poc_chain_client::{ChainClient, ClientError, TxSigner};
 
+/// Registration or the operational key's grants did not go through (retried later).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A chain query or the broadcast failed.
+    #[error(transparent)]
+    Chain(#[from] ClientError),
+    /// The chain refused the transaction.
+    #[error("registration/grants rejected ({codespace} {code}): {log}")]
+    Rejected {
+        /// Error codespace.
+        codespace: String,
+        /// Error code.
+        code: u32,
+        /// The chain's log.
+        log: String,
+    },
+}
+
 /// The node's two keys on the chain.
 pub struct ChainIo {
     /// Queries.
@@ -82,12 +100,8 @@ impl ChainIo {
 
     /// Registers the participant (public URL) and grants the operational key the PoC
     /// message types, when the chain does not have them yet. Idempotent.
-    pub async fn ensure_setup(&self, public_url: &str) -> Result<(), String> {
-        let registered = self
-            .client
-            .participant(&self.address)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn ensure_setup(&self, public_url: &str) -> Result<(), SetupError> {
+        let registered = self.client.participant(&self.address).await?;
         let mut msgs = Vec::new();
         if registered.as_ref().is_none_or(|p| {
             p.participant.inference_url != public_url || p.participant.validator_key.is_empty()
@@ -100,11 +114,7 @@ impl ChainIo {
         }
         let warm = self.operational.address();
         for t in OPERATIONAL_PERMISSIONS {
-            let g = self
-                .client
-                .grantees(&self.address, t)
-                .await
-                .map_err(|e| e.to_string())?;
+            let g = self.client.grantees(&self.address, t).await?;
             if !g.grantees.iter().any(|x| x.address == warm) {
                 msgs.push(TxMsg::Direct(Msg::Grant {
                     granter: self.address.clone(),
@@ -116,16 +126,13 @@ impl ChainIo {
         if msgs.is_empty() {
             return Ok(());
         }
-        let r = self
-            .account
-            .send(&msgs, BroadcastMode::Block)
-            .await
-            .map_err(|e| e.to_string())?;
+        let r = self.account.send(&msgs, BroadcastMode::Block).await?;
         if r.result.code != 0 {
-            return Err(format!(
-                "registration/grants rejected ({} {}): {}",
-                r.result.codespace, r.result.code, r.result.raw_log
-            ));
+            return Err(SetupError::Rejected {
+                codespace: r.result.codespace,
+                code: r.result.code,
+                log: r.result.raw_log,
+            });
         }
         tracing::info!(address = %self.address, "registered with the chain and granted {warm} the PoC messages");
         Ok(())

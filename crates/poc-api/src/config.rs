@@ -7,6 +7,23 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// A configuration that does not parse or breaks a rule.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not valid TOML for this schema.
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// A value breaks a rule; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        Self::Invalid(s)
+    }
+}
+
 /// One ML node this API node drives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MlNodeEntry {
@@ -212,8 +229,8 @@ impl ApiConfig {
     }
 
     /// Parses TOML.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
     }
 
     /// The callback base URL.
@@ -224,55 +241,67 @@ impl ApiConfig {
     }
 
     /// Checks values a typo would break.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, url) in [
             ("chain_url", &self.chain_url),
             ("public_url", &self.public_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("{name} must be an http(s) URL, got {url:?}"));
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be an http(s) URL, got {url:?}"
+                )));
             }
         }
         let mut ids = std::collections::BTreeSet::new();
         for n in &self.ml_nodes {
             if n.id.is_empty() || n.id.len() > 128 {
-                return Err(format!(
+                return Err(ConfigError::Invalid(format!(
                     "ml_nodes: id {:?} must be 1..=128 characters",
                     n.id
-                ));
+                )));
             }
             if !ids.insert(&n.id) {
-                return Err(format!("ml_nodes: id {:?} is listed twice", n.id));
+                return Err(ConfigError::Invalid(format!(
+                    "ml_nodes: id {:?} is listed twice",
+                    n.id
+                )));
             }
             if !n.url.starts_with("http://") && !n.url.starts_with("https://") {
-                return Err(format!("ml_nodes[{}].url must be an http(s) URL", n.id));
+                return Err(ConfigError::Invalid(format!(
+                    "ml_nodes[{}].url must be an http(s) URL",
+                    n.id
+                )));
             }
         }
         if !(self.proof_rate_per_sec.is_finite() && self.proof_rate_per_sec > 0.0) {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "proof_rate_per_sec must be a positive number of requests per second, got {}",
                 self.proof_rate_per_sec
-            ));
+            )));
         }
         if !(self.proof_rate_burst.is_finite() && self.proof_rate_burst >= 1.0) {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "proof_rate_burst must be at least 1 request, got {}",
                 self.proof_rate_burst
-            ));
+            )));
         }
         if self.commit_interval_s <= 0.0 || self.chain_poll_s <= 0.0 {
-            return Err("commit_interval_s and chain_poll_s must be positive".into());
+            return Err(ConfigError::Invalid(
+                "commit_interval_s and chain_poll_s must be positive".into(),
+            ));
         }
         if poc_v1::params::V1Params::by_name(&self.v1.params).is_none() {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "v1.params {:?} must be mainnet, testnet or tiny",
                 self.v1.params
-            ));
+            )));
         }
         self.http.validate().map_err(|e| format!("http: {e}"))?;
         crate::callbacks::AllowList::parse(&self.callback_allow)?;
         if self.validation.workers == 0 || self.validation.flush_size == 0 {
-            return Err("validation.workers and validation.flush_size must be positive".into());
+            return Err(ConfigError::Invalid(
+                "validation.workers and validation.flush_size must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -329,7 +358,7 @@ mod tests {
                 ..ok.clone()
             };
             let e = c.validate().unwrap_err();
-            assert!(e.contains("proof_rate"), "{e}");
+            assert!(e.to_string().contains("proof_rate"), "{e}");
         }
     }
 }

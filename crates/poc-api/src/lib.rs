@@ -54,6 +54,12 @@ pub enum ApiError {
     /// Bad configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// A configuration value breaks a rule.
+    #[error("configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    /// The callback token secret cannot be read or made.
+    #[error(transparent)]
+    Tokens(#[from] callbacks::TokenSecretError),
     /// Cannot open the data directory.
     #[error("artifact stores in {dir}: {msg}")]
     Stores {

@@ -83,6 +83,29 @@ pub struct StatTestRequest {
     pub p_value_threshold: f64,
 }
 
+/// An ML node that did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MlNodeCallError {
+    /// No answer (connection, timeout, body).
+    #[error("{url}: {why}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// The transport error and its causes.
+        why: String,
+    },
+    /// An answer other than 2xx.
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        /// The URL called.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body (300 characters at most).
+        body: String,
+    },
+}
+
 /// The broker.
 #[derive(Debug)]
 pub struct Broker {
@@ -145,7 +168,7 @@ impl Broker {
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, MlNodeCallError> {
         let timeout = if method == reqwest::Method::GET {
             STATUS_TIMEOUT
         } else {
@@ -156,20 +179,19 @@ impl Broker {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", err_text(e)))?;
+        let unreachable = |e| MlNodeCallError::Unreachable {
+            url: url.clone(),
+            why: err_text(e),
+        };
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("{url}: {}", err_text(e)))?;
+        let text = resp.text().await.map_err(unreachable)?;
         if !status.is_success() {
-            return Err(format!(
-                "{url} answered {status}: {}",
-                text.chars().take(300).collect::<String>()
-            ));
+            return Err(MlNodeCallError::Refused {
+                url,
+                status: status.as_u16(),
+                body: text.chars().take(300).collect(),
+            });
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
@@ -180,7 +202,7 @@ impl Broker {
         node: &MlNode,
         path: &str,
         body: &Value,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, MlNodeCallError> {
         self.call(node, reqwest::Method::POST, path, Some(body))
             .await
     }
@@ -202,7 +224,7 @@ impl Broker {
                     if n.usable() {
                         tracing::warn!(node = %n.id, "ML node failed its health check: {e}");
                     }
-                    n.set(NodeHealth::Failed(e));
+                    n.set(NodeHealth::Failed(e.to_string()));
                 }
             }
         }
@@ -218,7 +240,7 @@ impl Broker {
         n: &MlNode,
         spec: &GenerateRequest,
         nonce_start: Option<i64>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, MlNodeCallError> {
         let status = self
             .call(
                 n,
@@ -230,7 +252,7 @@ impl Broker {
         let status = match status {
             Ok(s) => s,
             Err(e) => {
-                n.set(NodeHealth::Failed(e.clone()));
+                n.set(NodeHealth::Failed(e.to_string()));
                 return Err(e);
             }
         };
@@ -274,7 +296,7 @@ impl Broker {
         match r {
             Ok(_) => Ok(true),
             Err(e) => {
-                n.set(NodeHealth::Failed(e.clone()));
+                n.set(NodeHealth::Failed(e.to_string()));
                 Err(e)
             }
         }
@@ -312,7 +334,7 @@ impl Broker {
         stat: StatTestRequest,
         node_count: u64,
         callback: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), MlNodeCallError> {
         let body = json!({
             "block_hash": seed_hash,
             "block_height": height,

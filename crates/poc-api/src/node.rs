@@ -80,7 +80,7 @@ async fn default_allow_list(cfg: &ApiConfig) -> AllowList {
 
 /// Starts the node.
 pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
-    cfg.validate().map_err(ApiError::Config)?;
+    cfg.validate()?;
     let account = load_key(&cfg.account_key, "account")?;
     let operational = load_key(&cfg.operational_key, "operational")?;
     if account.address() == operational.address() {
@@ -120,9 +120,9 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
     let callback_allow = if cfg.callback_allow.is_empty() {
         default_allow_list(&cfg).await
     } else {
-        AllowList::parse(&cfg.callback_allow).map_err(ApiError::Config)?
+        AllowList::parse(&cfg.callback_allow)?
     };
-    let tokens = CallbackTokens::open(&cfg.data_dir).map_err(ApiError::Config)?;
+    let tokens = CallbackTokens::open(&cfg.data_dir)?;
     let client = ChainClient::new(&cfg.chain_url);
     let shared = Arc::new(ApiNode {
         io: ChainIo::new(client, account, operational.clone()),

@@ -257,17 +257,28 @@ pub enum ProofError {
 }
 
 /// Whether 24 bytes are 12 finite FP16 values (exponent bits not all ones).
-pub fn check_vector(bytes: &[u8]) -> Result<(), String> {
+pub fn check_vector(bytes: &[u8]) -> Result<(), VectorError> {
     if bytes.len() != VECTOR_BYTES {
-        return Err(format!("{} bytes, expected {VECTOR_BYTES}", bytes.len()));
+        return Err(VectorError::Length(bytes.len()));
     }
     for (i, c) in bytes.chunks_exact(2).enumerate() {
         let v = u16::from_le_bytes([c[0], c[1]]);
         if v & 0x7C00 == 0x7C00 {
-            return Err(format!("value {i} is NaN or infinite"));
+            return Err(VectorError::NotFinite(i));
         }
     }
     Ok(())
+}
+
+/// Why bytes are not an artifact vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VectorError {
+    /// Not [`VECTOR_BYTES`] long.
+    #[error("{0} bytes, expected {VECTOR_BYTES}")]
+    Length(usize),
+    /// Value `i` is NaN or infinite.
+    #[error("value {0} is NaN or infinite")]
+    NotFinite(usize),
 }
 
 /// The validator's strict check of a response against the on-chain `(root, count)`:
@@ -305,7 +316,10 @@ pub fn verify_response(
                 leaf,
                 why: format!("not base64: {e}"),
             })?;
-        check_vector(&vector).map_err(|why| ProofError::Vector { leaf, why })?;
+        check_vector(&vector).map_err(|why| ProofError::Vector {
+            leaf,
+            why: why.to_string(),
+        })?;
         let mut hashes = Vec::with_capacity(item.proof.len());
         for s in &item.proof {
             let b = STANDARD.decode(s).map_err(|e| ProofError::Proof {
@@ -420,7 +434,12 @@ mod tests {
         assert!(check_vector(&[0u8; 22]).is_err());
         let mut v = [0u8; 24];
         v[5] = 0x7C; // +inf in value 2
-        assert!(check_vector(&v).unwrap_err().contains("value 2"));
+        assert!(
+            check_vector(&v)
+                .unwrap_err()
+                .to_string()
+                .contains("value 2")
+        );
         v[5] = 0xFE; // NaN
         assert!(check_vector(&v).is_err());
         v[5] = 0x7B; // 65504, finite

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use poc_chain::decimal::Decimal;
 use poc_chain::epoch::EpochParams;
 use poc_chain::genesis::{Genesis, GenesisParticipant};
-use poc_chain::keys::PrivateKey;
+use poc_chain::keys::{KeyError, PrivateKey};
 use poc_chain::params::{ConfirmationPocParams, Params, PocParams};
 
 use crate::NodeError;
@@ -86,11 +86,37 @@ pub fn write_key(path: &Path, key: &PrivateKey) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// A key file that cannot be read or holds no key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file cannot be read.
+    #[error("cannot read key file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file holds no secret key.
+    #[error("{}: {source}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: KeyError,
+    },
+}
+
 /// Reads a key file.
-pub fn read_key(path: &Path) -> Result<PrivateKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
-    PrivateKey::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_key(path: &Path) -> Result<PrivateKey, KeyFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    PrivateKey::from_hex(&text).map_err(|source| KeyFileError::Key {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Parameters of the default local network: short epochs (40 blocks), V2 on, one

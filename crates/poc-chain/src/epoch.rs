@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Decimal;
+use crate::params::InvalidParams;
 
 /// `PoCGenerateWindDownFactor` and `PoCValidateWindDownFactor`.
 pub const WIND_DOWN_FACTOR: f64 = 0.8;
@@ -77,7 +78,7 @@ impl Default for EpochParams {
 
 impl EpochParams {
     /// The reference's `Validate`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidParams> {
         let checks: [(bool, &str); 9] = [
             (self.epoch_length > 0, "epoch_length must be positive"),
             (
@@ -114,7 +115,7 @@ impl EpochParams {
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, msg)) => Err((*msg).to_owned()),
+            Some((_, msg)) => Err(InvalidParams((*msg).to_owned())),
             None => Ok(()),
         }
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
+use crate::params::InvalidParams;
 use crate::params::Params;
 use crate::records::{ActiveParticipant, EpochGroup, Participant, ParticipantStatus};
 use crate::state::ChainState;
@@ -58,15 +59,15 @@ pub struct ConsensusValidator {
 
 impl Genesis {
     /// Checks everything a chain needs from its genesis, with a message naming the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidParams> {
         if self.chain_id.trim().is_empty() || self.chain_id.len() > 64 {
-            return Err("chain_id must be 1..=64 characters".into());
+            return Err(InvalidParams("chain_id must be 1..=64 characters".into()));
         }
         if !crate::address::is_valid(&self.authority) {
-            return Err(format!(
+            return Err(InvalidParams(format!(
                 "authority {:?} is not a gonka1… address",
                 self.authority
-            ));
+            )));
         }
         self.params.validate().map_err(|e| format!("params: {e}"))?;
         let mut keys = std::collections::BTreeSet::new();
@@ -76,40 +77,42 @@ impl Genesis {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !ok {
-                return Err(format!(
+                return Err(InvalidParams(format!(
                     "consensus_validators[{i}].public_key must be 64 lowercase hex characters (an ed25519 key)"
-                ));
+                )));
             }
             if !keys.insert(&v.public_key) {
-                return Err(format!(
+                return Err(InvalidParams(format!(
                     "consensus_validators[{i}].public_key is listed twice"
-                ));
+                )));
             }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.participants.iter().enumerate() {
             if !crate::address::is_valid(&p.address) {
-                return Err(format!(
+                return Err(InvalidParams(format!(
                     "participants[{i}].address {:?} is not a gonka1… address",
                     p.address
-                ));
+                )));
             }
             if !seen.insert(&p.address) {
-                return Err(format!(
+                return Err(InvalidParams(format!(
                     "participants[{i}].address {} is listed twice",
                     p.address
-                ));
+                )));
             }
             let key = hex::decode(&p.hex_pub_key)
                 .map_err(|_| format!("participants[{i}].hex_pub_key is not hex"))?;
             if !crate::keys::valid_pubkey(&key) || crate::address::from_pubkey(&key) != p.address {
-                return Err(format!(
+                return Err(InvalidParams(format!(
                     "participants[{i}].hex_pub_key is not the compressed key of {}",
                     p.address
-                ));
+                )));
             }
             if p.weight < 0 {
-                return Err(format!("participants[{i}].weight must not be negative"));
+                return Err(InvalidParams(format!(
+                    "participants[{i}].weight must not be negative"
+                )));
             }
         }
         Ok(())

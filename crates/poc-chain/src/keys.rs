@@ -15,6 +15,17 @@ use crate::address;
 #[derive(Clone)]
 pub struct PrivateKey(SigningKey);
 
+/// Why bytes are not a secret key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    /// The text is not hex.
+    #[error("secret key is not hex: {0}")]
+    NotHex(#[from] hex::FromHexError),
+    /// Not 32 bytes, or not a scalar in `[1, n)`.
+    #[error("not a valid secp256k1 secret key (32 bytes, in range)")]
+    OutOfRange,
+}
+
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PrivateKey({})", self.address())
@@ -23,15 +34,15 @@ impl std::fmt::Debug for PrivateKey {
 
 impl PrivateKey {
     /// From 32 secret bytes.
-    pub fn from_bytes(b: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(b: &[u8]) -> Result<Self, KeyError> {
         SigningKey::from_slice(b)
             .map(Self)
-            .map_err(|_| "not a valid secp256k1 secret key (32 bytes, in range)".to_owned())
+            .map_err(|_| KeyError::OutOfRange)
     }
 
     /// From 64 hex characters.
-    pub fn from_hex(s: &str) -> Result<Self, String> {
-        let b = hex::decode(s.trim()).map_err(|e| format!("secret key is not hex: {e}"))?;
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        let b = hex::decode(s.trim()).map_err(KeyError::NotHex)?;
         Self::from_bytes(&b)
     }
 

@@ -5,6 +5,24 @@ use serde::{Deserialize, Serialize};
 use crate::decimal::Decimal;
 use crate::epoch::EpochParams;
 
+/// A parameter set (or a genesis) that breaks one of its rules; the message names the
+/// field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParams(pub String);
+
+impl From<String> for InvalidParams {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for InvalidParams {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
 /// `PoCStatTestParams`: forwarded to ML nodes as `stat_test`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatTestParams {
@@ -77,12 +95,14 @@ impl Default for PocParams {
 
 impl PocParams {
     /// Checks what the reference validates.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidParams> {
         if self.seq_len < 0 {
-            return Err("seq_len must not be negative".into());
+            return Err(InvalidParams("seq_len must not be negative".into()));
         }
         if self.validation_sample_size < 0 {
-            return Err("validation_sample_size must not be negative".into());
+            return Err(InvalidParams(
+                "validation_sample_size must not be negative".into(),
+            ));
         }
         Ok(())
     }
@@ -153,7 +173,7 @@ pub struct Params {
 
 impl Params {
     /// Validates every part.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidParams> {
         self.epoch_params.validate()?;
         self.poc_params.validate()
     }

@@ -42,25 +42,38 @@ pub enum ReplicatedError {
     Config(String),
 }
 
+impl From<String> for ReplicatedError {
+    fn from(s: String) -> Self {
+        Self::Config(s)
+    }
+}
+
 /// The genesis validator set as keys.
-pub fn genesis_validators(g: &Genesis) -> Result<Vec<PublicKey>, String> {
+pub fn genesis_validators(g: &Genesis) -> Result<Vec<PublicKey>, ReplicatedError> {
     if g.consensus_validators.is_empty() {
-        return Err(
+        return Err(ReplicatedError::Config(
             "the genesis lists no consensus_validators; create the home with `poc chain init --validators N` or add them to genesis.json"
                 .into(),
-        );
+        ));
     }
     g.consensus_validators
         .iter()
         .map(|v| {
-            keys::parse_public(&v.public_key)
-                .ok_or_else(|| format!("consensus validator {} has an invalid key", v.name))
+            keys::parse_public(&v.public_key).ok_or_else(|| {
+                ReplicatedError::Config(format!(
+                    "consensus validator {} has an invalid key",
+                    v.name
+                ))
+            })
         })
         .collect()
 }
 
 /// Parses `KEY@HOST:PORT` / `NAME@HOST:PORT` peer specs against the genesis.
-pub fn parse_peers(g: &Genesis, specs: &[String]) -> Result<Vec<(PublicKey, SocketAddr)>, String> {
+pub fn parse_peers(
+    g: &Genesis,
+    specs: &[String],
+) -> Result<Vec<(PublicKey, SocketAddr)>, ReplicatedError> {
     let mut out = Vec::new();
     for spec in specs {
         let (who, addr) = spec.rsplit_once('@').ok_or_else(|| {
@@ -91,17 +104,22 @@ pub fn parse_peers(g: &Genesis, specs: &[String]) -> Result<Vec<(PublicKey, Sock
 /// Adds `n` generated consensus validators to a home's genesis (keys under
 /// `keys/validator-N.key`). Refuses a genesis that already has validators, or a home whose
 /// database was already created.
-pub fn add_validators(dir: &Path, n: usize) -> Result<Vec<(ConsensusValidator, PathBuf)>, String> {
+pub fn add_validators(
+    dir: &Path,
+    n: usize,
+) -> Result<Vec<(ConsensusValidator, PathBuf)>, ReplicatedError> {
     let h = home::Home::new(dir);
     if h.db_path().exists() {
-        return Err(format!(
+        return Err(ReplicatedError::Config(format!(
             "{} already holds a chain database; validators can only be added before the first start",
             dir.display()
-        ));
+        )));
     }
     let mut g = h.genesis().map_err(|e| e.to_string())?;
     if !g.consensus_validators.is_empty() {
-        return Err("the genesis already lists consensus_validators".into());
+        return Err(ReplicatedError::Config(
+            "the genesis already lists consensus_validators".into(),
+        ));
     }
     let mut out = Vec::new();
     for i in 0..n {
@@ -143,8 +161,8 @@ impl ReplicatedChain {
 pub async fn start(cfg: ReplicatedConfig) -> Result<ReplicatedChain, ReplicatedError> {
     let h = home::Home::new(&cfg.node.home);
     let genesis = h.genesis()?;
-    let validators = genesis_validators(&genesis).map_err(ReplicatedError::Config)?;
-    let peers = parse_peers(&genesis, &cfg.peers).map_err(ReplicatedError::Config)?;
+    let validators = genesis_validators(&genesis)?;
+    let peers = parse_peers(&genesis, &cfg.peers)?;
     if validators.len() > 1 && peers.is_empty() {
         return Err(ReplicatedError::Config(format!(
             "the genesis has {} consensus validators: list the others with --peers NAME@HOST:PORT,…",

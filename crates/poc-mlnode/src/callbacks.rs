@@ -17,6 +17,27 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 use crate::settings::PocSettings;
 
+/// Artifacts the API node did not take (they stay buffered for the next attempt).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The callback URL answered with an error status.
+    #[error("{url} answered {status}")]
+    Refused {
+        /// The callback URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// No answer.
+    #[error("{url}: {source}")]
+    Unreachable {
+        /// The callback URL.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+}
+
 /// Who the artifacts of continuous generation go to, and the header fields they carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
@@ -115,7 +136,7 @@ impl Callbacks {
 
     /// Posts everything buffered as one payload; on failure the artifacts go back to the
     /// front of the buffer. `Ok(n)` = artifacts delivered.
-    pub async fn deliver(&self) -> Result<usize, String> {
+    pub async fn deliver(&self) -> Result<usize, DeliveryError> {
         let _one = self.sending.lock().await;
         let (target, batch): (Target, Vec<Artifact>) = {
             let mut b = self.lock();
@@ -140,8 +161,14 @@ impl Callbacks {
             .await;
         let outcome = match result {
             Ok(r) if r.status().as_u16() < 400 => Ok(batch.len()),
-            Ok(r) => Err(format!("{} answered {}", target.url, r.status())),
-            Err(e) => Err(format!("{}: {e}", target.url)),
+            Ok(r) => Err(DeliveryError::Refused {
+                url: target.url.clone(),
+                status: r.status().as_u16(),
+            }),
+            Err(e) => Err(DeliveryError::Unreachable {
+                url: target.url.clone(),
+                source: e,
+            }),
         };
         match &outcome {
             Ok(n) => self.metrics.callback_artifacts.add(*n as u64),
@@ -173,7 +200,7 @@ impl Callbacks {
     }
 
     /// Delivers what is buffered now, retrying a few times (stop flushes before it returns).
-    pub async fn flush(&self) -> Result<usize, String> {
+    pub async fn flush(&self) -> Result<usize, DeliveryError> {
         let mut backoff = Duration::from_millis(200);
         let mut last = Ok(0);
         for _ in 0..3 {

@@ -72,10 +72,22 @@ fn token_text(v: Option<&serde_json::Value>) -> String {
     }
 }
 
+/// A chat template or tokenizer that cannot be loaded or applied; the message says which
+/// file or step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ChatError(pub String);
+
+impl From<String> for ChatError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 impl ChatModel {
     /// Loads `tokenizer.json` and the chat template of a model directory; `Ok(None)` when the
     /// checkpoint has no tokenizer (chat is then unavailable).
-    pub fn load(dir: &Path, config_eos: &[u32]) -> Result<Option<Self>, String> {
+    pub fn load(dir: &Path, config_eos: &[u32]) -> Result<Option<Self>, ChatError> {
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.exists() {
             return Ok(None);
@@ -93,7 +105,12 @@ impl ChatModel {
             Some(serde_json::Value::String(t)) => t.clone(),
             _ => match std::fs::read_to_string(dir.join("chat_template.jinja")) {
                 Ok(t) => t,
-                Err(_) => return Err(format!("{} has no chat_template", cfg_path.display())),
+                Err(_) => {
+                    return Err(ChatError(format!(
+                        "{} has no chat_template",
+                        cfg_path.display()
+                    )));
+                }
             },
         };
         let mut env = minijinja::Environment::new();
@@ -144,7 +161,7 @@ impl ChatModel {
     }
 
     /// Renders the conversation with the generation prompt and tokenizes it.
-    pub fn prompt(&self, messages: &[Message]) -> Result<Vec<u32>, String> {
+    pub fn prompt(&self, messages: &[Message]) -> Result<Vec<u32>, ChatError> {
         let text = self
             .env
             .get_template("chat")

@@ -116,8 +116,8 @@ pub async fn start(config: MlNodeConfig) -> Result<RunningNode, MlNodeError> {
         }
         opts.fp8 = fp8;
         let model = Qwen3Model::load_with(&ck, &opts)?;
-        let chat =
-            chat::ChatModel::load(&dir, &ck.config().eos_token_ids).map_err(MlNodeError::Chat)?;
+        let chat = chat::ChatModel::load(&dir, &ck.config().eos_token_ids)
+            .map_err(|e| MlNodeError::Chat(e.0))?;
         Ok((model, chat))
     })
     .await

@@ -11,6 +11,29 @@ use serde::Deserialize;
 
 use crate::error::{ModelError, Result};
 
+/// Why a `config.json` text does not resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigJsonError {
+    /// Not a model config, or a required value missing or out of range.
+    #[error("{0}")]
+    Malformed(String),
+    /// A model this implementation does not compute.
+    #[error("unsupported architecture {0}")]
+    UnsupportedArchitecture(String),
+}
+
+impl From<String> for ConfigJsonError {
+    fn from(s: String) -> Self {
+        Self::Malformed(s)
+    }
+}
+
+impl From<&str> for ConfigJsonError {
+    fn from(s: &str) -> Self {
+        Self::Malformed(s.to_owned())
+    }
+}
+
 /// Dense or mixture-of-experts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
@@ -168,14 +191,14 @@ impl ModelConfig {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ModelError::io(format!("cannot read {}", path.display()), e))?;
-        Self::from_json(&text)
-            .map_err(|reason| ModelError::Config { path, reason })
-            .and_then(|c| c.map_err(ModelError::UnsupportedArchitecture))
+        Self::from_json(&text).map_err(|e| match e {
+            ConfigJsonError::Malformed(reason) => ModelError::Config { path, reason },
+            ConfigJsonError::UnsupportedArchitecture(a) => ModelError::UnsupportedArchitecture(a),
+        })
     }
 
-    /// Resolves a `config.json` text. The outer error is a malformed config; the inner one
-    /// names an unsupported architecture.
-    pub fn from_json(text: &str) -> std::result::Result<std::result::Result<Self, String>, String> {
+    /// Resolves a `config.json` text.
+    pub fn from_json(text: &str) -> std::result::Result<Self, ConfigJsonError> {
         let raw: RawConfig =
             serde_json::from_str(text).map_err(|e| format!("not a valid model config: {e}"))?;
         let arch_name = raw
@@ -187,12 +210,14 @@ impl ModelConfig {
         let architecture = match arch_name.as_str() {
             "Qwen3ForCausalLM" | "qwen3" => Architecture::Qwen3,
             "Qwen3MoeForCausalLM" | "qwen3_moe" => Architecture::Qwen3Moe,
-            other => return Ok(Err(other.to_owned())),
+            other => return Err(ConfigJsonError::UnsupportedArchitecture(other.to_owned())),
         };
         let need = |v: Option<usize>, key: &str| v.ok_or_else(|| format!("`{key}` is required"));
         let positive = |v: usize, key: &str| {
             if v == 0 {
-                Err(format!("`{key}` must be positive"))
+                Err(ConfigJsonError::Malformed(format!(
+                    "`{key}` must be positive"
+                )))
             } else {
                 Ok(v)
             }
@@ -203,16 +228,16 @@ impl ModelConfig {
             "num_key_value_heads",
         )?;
         if heads % kv_heads != 0 {
-            return Err(format!(
+            return Err(ConfigJsonError::Malformed(format!(
                 "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
-            ));
+            )));
         }
         let hidden = positive(raw.hidden_size, "hidden_size")?;
         let head_dim = positive(raw.head_dim.unwrap_or(hidden / heads), "head_dim")?;
         if head_dim % 2 != 0 {
-            return Err(format!(
+            return Err(ConfigJsonError::Malformed(format!(
                 "head_dim {head_dim} must be even (rotary embedding)"
-            ));
+            )));
         }
         let dtype_str = raw
             .torch_dtype
@@ -238,9 +263,9 @@ impl ModelConfig {
                     "num_experts_per_tok",
                 )?;
                 if experts_per_token > num_experts {
-                    return Err(format!(
+                    return Err(ConfigJsonError::Malformed(format!(
                         "num_experts_per_tok {experts_per_token} exceeds num_experts {num_experts}"
-                    ));
+                    )));
                 }
                 Some(MoeConfig {
                     num_experts,
@@ -261,34 +286,40 @@ impl ModelConfig {
         let intermediate_size = match (&moe, raw.intermediate_size) {
             (_, Some(i)) => positive(i, "intermediate_size")?,
             (Some(m), None) => m.moe_intermediate_size,
-            (None, None) => return Err("`intermediate_size` is required".into()),
+            (None, None) => {
+                return Err(ConfigJsonError::Malformed(
+                    "`intermediate_size` is required".into(),
+                ));
+            }
         };
         let fp8 = match &raw.quantization_config {
             None => None,
             Some(q) => {
                 let method = q.quant_method.as_deref().unwrap_or("");
                 if method != "fp8" {
-                    return Err(format!(
+                    return Err(ConfigJsonError::Malformed(format!(
                         "unsupported quantization method {method:?} (only block-wise fp8)"
-                    ));
+                    )));
                 }
                 if let Some(fmt) = q.fmt.as_deref()
                     && fmt != "e4m3"
                 {
-                    return Err(format!("unsupported fp8 format {fmt:?} (only e4m3)"));
+                    return Err(ConfigJsonError::Malformed(format!(
+                        "unsupported fp8 format {fmt:?} (only e4m3)"
+                    )));
                 }
                 let block = match q.weight_block_size.as_deref() {
                     Some([r, c]) if *r > 0 && *c > 0 => [*r, *c],
                     other => {
-                        return Err(format!(
+                        return Err(ConfigJsonError::Malformed(format!(
                             "fp8 weight_block_size must be two positive numbers, got {other:?}"
-                        ));
+                        )));
                     }
                 };
                 Some(Fp8Quantization { block })
             }
         };
-        Ok(Ok(Self {
+        Ok(Self {
             architecture,
             hidden_size: hidden,
             intermediate_size,
@@ -310,7 +341,7 @@ impl ModelConfig {
                 Some(TokenIds::One(t)) => vec![t],
                 Some(TokenIds::Many(t)) => t,
             },
-        }))
+        })
     }
 
     /// Whether decoder layer `layer` has a sparse (MoE) MLP.
@@ -340,7 +371,7 @@ mod tests {
 
     #[test]
     fn classic_keys() {
-        let c = ModelConfig::from_json(CLASSIC_MOE).unwrap().unwrap();
+        let c = ModelConfig::from_json(CLASSIC_MOE).unwrap();
         assert_eq!(c.architecture, Architecture::Qwen3Moe);
         assert_eq!(c.dtype, DType::BF16);
         assert_eq!(c.rope_theta, 1e6);
@@ -365,7 +396,7 @@ mod tests {
             )
             .replace("\"num_experts\"", "\"num_local_experts\"")
             .replace("\"torch_dtype\"", "\"dtype\"");
-        let c = ModelConfig::from_json(&text).unwrap().unwrap();
+        let c = ModelConfig::from_json(&text).unwrap();
         assert_eq!(c.rope_theta, 5000.0);
         assert_eq!(c.moe.unwrap().num_experts, 8);
         assert_eq!(c.dtype, DType::BF16);
@@ -376,14 +407,14 @@ mod tests {
         let text = CLASSIC_MOE
             .replace("\"decoder_sparse_step\": 1", "\"decoder_sparse_step\": 2")
             .replace("[0]", "[]");
-        let c = ModelConfig::from_json(&text).unwrap().unwrap();
+        let c = ModelConfig::from_json(&text).unwrap();
         assert_eq!(
             (0..4).map(|l| c.is_moe_layer(l)).collect::<Vec<_>>(),
             vec![false, true, false, true]
         );
         let dense = r#"{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
             "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "torch_dtype": "float32"}"#;
-        let c = ModelConfig::from_json(dense).unwrap().unwrap();
+        let c = ModelConfig::from_json(dense).unwrap();
         assert_eq!(
             (c.num_key_value_heads, c.head_dim, c.dtype),
             (4, 16, DType::F32)
@@ -394,22 +425,22 @@ mod tests {
     #[test]
     fn bad_configs_say_what_is_wrong() {
         assert_eq!(
-            ModelConfig::from_json(r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, "vocab_size": 4}"#).unwrap(),
-            Err("LlamaForCausalLM".to_owned())
+            ModelConfig::from_json(r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, "vocab_size": 4}"#).unwrap_err(),
+            ConfigJsonError::UnsupportedArchitecture("LlamaForCausalLM".to_owned())
         );
         let e = ModelConfig::from_json("{").unwrap_err();
-        assert!(e.contains("not a valid model config"), "{e}");
+        assert!(e.to_string().contains("not a valid model config"), "{e}");
         let e =
             ModelConfig::from_json(&CLASSIC_MOE.replace("\"num_experts\": 8,", "")).unwrap_err();
-        assert!(e.contains("num_experts"), "{e}");
+        assert!(e.to_string().contains("num_experts"), "{e}");
         let e = ModelConfig::from_json(
             &CLASSIC_MOE.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"),
         )
         .unwrap_err();
-        assert!(e.contains("multiple"), "{e}");
+        assert!(e.to_string().contains("multiple"), "{e}");
         let e = ModelConfig::from_json(&CLASSIC_MOE.replace("bfloat16", "int8")).unwrap_err();
-        assert!(e.contains("unsupported dtype"), "{e}");
+        assert!(e.to_string().contains("unsupported dtype"), "{e}");
         let e = ModelConfig::from_json(&CLASSIC_MOE.replace("\"fp8\"", "\"gptq\"")).unwrap_err();
-        assert!(e.contains("quantization"), "{e}");
+        assert!(e.to_string().contains("quantization"), "{e}");
     }
 }

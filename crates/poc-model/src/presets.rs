@@ -70,9 +70,7 @@ impl Preset {
     /// `None`).
     pub fn config(self, layers: Option<usize>) -> Result<ModelConfig> {
         let json = self.config_json_with(layers)?;
-        Ok(ModelConfig::from_json(&json.to_string())
-            .expect("preset configs are valid")
-            .expect("preset architectures are supported"))
+        Ok(ModelConfig::from_json(&json.to_string()).expect("preset configs are valid"))
     }
 
     /// The `config.json` with `layers` decoder layers (the preset's own count when `None`).
@@ -381,9 +379,7 @@ mod tests {
     fn names_round_trip() {
         for p in Preset::ALL {
             assert_eq!(Preset::from_name(p.name()), Some(p));
-            let c = ModelConfig::from_json(&p.config_json().to_string())
-                .unwrap()
-                .unwrap();
+            let c = ModelConfig::from_json(&p.config_json().to_string()).unwrap();
             assert!(c.hidden_size >= 12);
         }
         assert_eq!(Preset::from_name("nope"), None);

@@ -245,7 +245,7 @@ fn synthetic_weights_are_the_written_checkpoint() {
     json["quantization_config"] = serde_json::json!({
         "quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [32, 32]
     });
-    let cfg = ModelConfig::from_json(&json.to_string()).unwrap().unwrap();
+    let cfg = ModelConfig::from_json(&json.to_string()).unwrap();
     let src = SyntheticWeights::new(cfg, "small-fp8");
     let out = tempfile::tempdir().unwrap();
     let summary = write_synthetic(&src, out.path(), |_, _| {}).unwrap();

@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A model shape this implementation does not compute; the message names the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsupportedShape(pub String);
+
 /// The random-weight transformer's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct V1Params {
@@ -105,22 +110,26 @@ impl V1Params {
     }
 
     /// Checks the shape is one this implementation computes.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), UnsupportedShape> {
         if self.dim == 0
             || self.n_heads == 0
             || !self.dim.is_multiple_of(self.n_heads)
             || !self.head_dim().is_multiple_of(2)
         {
-            return Err("dim must be a positive multiple of n_heads with an even head_dim".into());
+            return Err(UnsupportedShape(
+                "dim must be a positive multiple of n_heads with an even head_dim".into(),
+            ));
         }
         if self.n_kv_heads != self.n_heads {
-            return Err("n_kv_heads must equal n_heads".into());
+            return Err(UnsupportedShape("n_kv_heads must equal n_heads".into()));
         }
         if self.use_scaled_rope {
-            return Err("use_scaled_rope is not supported".into());
+            return Err(UnsupportedShape("use_scaled_rope is not supported".into()));
         }
         if self.vocab_size < 2 || self.seq_len == 0 || self.n_layers == 0 || self.multiple_of == 0 {
-            return Err("vocab_size, seq_len, n_layers and multiple_of must be positive".into());
+            return Err(UnsupportedShape(
+                "vocab_size, seq_len, n_layers and multiple_of must be positive".into(),
+            ));
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ impl ChainState {
         }
         params
             .validate()
-            .map_err(|e| err(ErrorKind::InvalidRequest, e))?;
+            .map_err(|e| err(ErrorKind::InvalidRequest, e.0))?;
         let was = self.params.poc_params.poc_v2_enabled;
         if !was && params.poc_params.poc_v2_enabled && self.poc_v2_enabled_epoch.is_none() {
             self.poc_v2_enabled_epoch = Some(self.effective_epoch.index);

@@ -262,7 +262,7 @@ pub fn from_any(a: &Any) -> Result<Msg, DecodeError> {
                 .params
                 .ok_or_else(|| DecodeError::Malformed("MsgUpdateParams without params".into()))?
                 .to_params()
-                .map_err(DecodeError::Malformed)?;
+                .map_err(|e| DecodeError::Malformed(e.0))?;
             Msg::UpdateParams {
                 authority: m.authority,
                 params: Box::new(params),

@@ -6,6 +6,7 @@ use super::{
 };
 use crate::decimal::Decimal;
 use crate::epoch::EpochParams;
+use crate::params::InvalidParams;
 use crate::params::{AccessParams, ConfirmationPocParams, Params, PocParams, StatTestParams};
 
 fn dec_to(d: &Option<Decimal>) -> Option<DecimalProto> {
@@ -78,7 +79,7 @@ impl From<&Params> for ParamsProto {
 impl ParamsProto {
     /// Back to the domain type; missing sections are an error (a governance message
     /// always carries the complete parameter set).
-    pub fn to_params(&self) -> Result<Params, String> {
+    pub fn to_params(&self) -> Result<Params, InvalidParams> {
         let e = self
             .epoch_params
             .as_ref()

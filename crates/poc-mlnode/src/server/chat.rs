@@ -114,7 +114,7 @@ fn admit(st: &AppState, req: &ChatCompletionRequest) -> Result<Admitted, Respons
             return Err(chat_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                e,
+                e.0,
             ));
         }
     };

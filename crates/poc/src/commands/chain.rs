@@ -264,7 +264,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
             params,
             set,
         } => {
-            let key = home::read_key(&key).map_err(anyhow::Error::msg)?;
+            let key = home::read_key(&key)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let c = ChainClient::new(&node);

@@ -34,7 +34,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             })?;
             (k, out)
         }
-        KeysCommand::Show { file } => (home::read_key(&file).map_err(anyhow::Error::msg)?, file),
+        KeysCommand::Show { file } => (home::read_key(&file)?, file),
     };
     println!(
         "{}",
