@@ -13,6 +13,7 @@ use poc_chain_client::ClientError;
 
 use crate::ApiNode;
 use crate::config::secs;
+use crate::metrics::Count;
 use crate::phase::scale_distribution;
 use crate::plan::{CommitAction, CommitClock, CommitMemo, plan_commits};
 use crate::timing::{Attempt, Window};
@@ -101,7 +102,7 @@ impl ApiNode {
                     committed,
                     late,
                 } => {
-                    self.metrics.add("poc_artifacts_uncommitted_total", late);
+                    self.metrics.add(Count::ArtifactsUncommitted, late);
                     let what = if committed > 0 {
                         "artifacts arrived after the last store commit of the stage"
                     } else {
@@ -152,7 +153,7 @@ impl ApiNode {
         )
         .await;
         let Ok(sent) = sent else {
-            self.metrics.add("poc_commits_missed_window_total", 1);
+            self.metrics.add(Count::CommitsMissedWindow, 1);
             // Its sequence may or may not have been used: read it again next time.
             self.io.operational.reset().await;
             tracing::error!(
@@ -166,11 +167,11 @@ impl ApiNode {
         match sent {
             Ok(r) if r.result.code == 0 => {
                 memo.last_committed = count;
-                self.metrics.add("poc_commits_sent_total", 1);
+                self.metrics.add(Count::CommitsSent, 1);
                 tracing::info!(stage, count, height = r.height, "store commit included");
             }
             Ok(r) if window_closed(&r) => {
-                self.metrics.add("poc_commits_missed_window_total", 1);
+                self.metrics.add(Count::CommitsMissedWindow, 1);
                 tracing::error!(
                     stage,
                     count,
@@ -182,7 +183,7 @@ impl ApiNode {
                 );
             }
             Ok(r) => {
-                self.metrics.add("poc_commits_rejected_total", 1);
+                self.metrics.add(Count::CommitsRejected, 1);
                 tracing::warn!(
                     stage,
                     count,
@@ -236,7 +237,7 @@ impl ApiNode {
                 log: r.result.raw_log,
             });
         }
-        self.metrics.add("poc_distributions_sent_total", 1);
+        self.metrics.add(Count::DistributionsSent, 1);
         tracing::info!(stage, count = commit.count, "weight distribution sent");
         Ok(())
     }

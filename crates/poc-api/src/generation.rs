@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::ApiNode;
 use crate::callbacks::Grant;
+use crate::metrics::Count;
 use crate::mlnodes::GenerateRequest;
 
 /// The PoC v2 generation the ML nodes should be running: what to send to a node that
@@ -105,7 +106,7 @@ impl ApiNode {
                 match self.broker.start_one(n, &spec, resume).await {
                     Ok(started) => {
                         if started {
-                            self.metrics.add("poc_generation_starts_total", 1);
+                            self.metrics.add(Count::GenerationStarts, 1);
                             tracing::info!(node = %n.id, stage, resume_from = ?resume, "PoC generation started on the ML node");
                         }
                         true

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::ApiNode;
 use crate::callbacks::{CallbackRefusal, Grant};
+use crate::metrics::Count;
 
 /// A JSON error answer: `{"error": msg}` with `code`.
 pub(crate) fn reply(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -27,7 +28,7 @@ pub(crate) fn grant_for<T>(
 
 /// The answer to a refused callback.
 pub(crate) fn refused(st: &ApiNode, e: CallbackRefusal) -> Response {
-    st.metrics.add("poc_callbacks_refused_total", 1);
+    st.metrics.add(Count::CallbacksRefused, 1);
     tracing::warn!("callback refused: {e}");
     reply(StatusCode::FORBIDDEN, e.to_string())
 }

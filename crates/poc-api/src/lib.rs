@@ -15,6 +15,7 @@ mod commit;
 pub mod config;
 mod generation;
 mod http;
+pub mod metrics;
 pub mod mlnodes;
 mod node;
 pub mod phase;
@@ -31,7 +32,6 @@ mod votes;
 
 pub use node::{RunningApi, start};
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -43,6 +43,7 @@ use poc_store::StageStores;
 use crate::callbacks::{AllowList, CallbackTokens, Grant};
 use crate::chainio::ChainIo;
 use crate::config::ApiConfig;
+use crate::metrics::Metrics;
 use crate::mlnodes::Broker;
 use crate::phase::ChainView;
 use crate::signers::SignerCache;
@@ -76,43 +77,6 @@ pub enum ApiError {
         /// OS error.
         source: std::io::Error,
     },
-}
-
-/// Prometheus counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    counters: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl Metrics {
-    /// Adds to a counter.
-    pub fn add(&self, name: &'static str, v: u64) {
-        *self
-            .counters
-            .lock()
-            .expect("metrics lock")
-            .entry(name)
-            .or_default() += v;
-    }
-
-    /// A counter's value.
-    pub fn get(&self, name: &str) -> u64 {
-        self.counters
-            .lock()
-            .expect("metrics lock")
-            .get(name)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in self.counters.lock().expect("metrics lock").iter() {
-            s.push_str(&format!("# TYPE {k} counter\n{k} {v}\n"));
-        }
-        s
-    }
 }
 
 /// Everything the tasks and handlers share.

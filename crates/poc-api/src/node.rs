@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::callbacks::{AllowList, CallbackTokens};
 use crate::chainio::ChainIo;
 use crate::config::{ApiConfig, secs};
+use crate::metrics::Count;
 use crate::mlnodes::Broker;
 use crate::signers::SignerCache;
 use crate::timing::{BlockClock, VoteQueue};
@@ -173,7 +174,7 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
         Arc::new(move |ip| {
             let ok = st.callback_allow.read().expect("allow lock").allows(ip);
             if !ok {
-                st.metrics.add("poc_callbacks_refused_total", 1);
+                st.metrics.add(Count::CallbacksRefused, 1);
             }
             ok
         })

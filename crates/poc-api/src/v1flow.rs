@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use crate::ApiNode;
 use crate::callbacks::Grant;
 use crate::http::{grant_for, refused, reply};
+use crate::metrics::Count;
 use crate::sampling::sample_leaf_indices;
 use poc_chain::keys::address_of_hex;
 
@@ -105,7 +106,7 @@ pub async fn generated(
         return axum::Json(json!({})).into_response();
     }
     st.metrics
-        .add("poc_v1_nonces_received_total", b.nonces.len() as u64);
+        .add(Count::V1NoncesReceived, b.nonces.len() as u64);
     let mut msgs = Vec::new();
     for (n, d) in b
         .nonces
@@ -129,7 +130,7 @@ pub async fn generated(
     let st2 = Arc::clone(&st);
     tokio::spawn(async move {
         match st2.io.send_exec(msgs, BroadcastMode::Sync).await {
-            Ok(r) if r.result.code == 0 => st2.metrics.add("poc_v1_batches_sent_total", 1),
+            Ok(r) if r.result.code == 0 => st2.metrics.add(Count::V1BatchesSent, 1),
             Ok(r) => tracing::warn!(
                 stage = b.block_height,
                 "v1 batch rejected ({} {}): {}",
@@ -212,7 +213,7 @@ pub async fn validated(
     let st2 = Arc::clone(&st);
     tokio::spawn(async move {
         match st2.io.send_exec(vec![msg], BroadcastMode::Sync).await {
-            Ok(r) if r.result.code == 0 => st2.metrics.add("poc_v1_validations_sent_total", 1),
+            Ok(r) if r.result.code == 0 => st2.metrics.add(Count::V1ValidationsSent, 1),
             Ok(r) => tracing::warn!(
                 "v1 validation rejected ({} {}): {}",
                 r.result.codespace,

@@ -17,6 +17,7 @@ use crate::ApiNode;
 use crate::callbacks::Grant;
 use crate::config::secs;
 use crate::http::now_ns;
+use crate::metrics::Count;
 use crate::mlnodes::StatTestRequest;
 use crate::proofs::{ProofRequest, ProofResponse, VerifiedSample, verify_response};
 use crate::sampling::sample_leaf_indices;
@@ -337,7 +338,7 @@ pub async fn validate_stage(st: Arc<ApiNode>, job: StageJob) {
     }
     tracing::info!(stage, participants = items.len(), "validation starts");
     st.metrics
-        .add("poc_validations_started_total", items.len() as u64);
+        .add(Count::ValidationsStarted, items.len() as u64);
     let sem = Arc::new(Semaphore::new(vc.workers.max(1)));
     let counter = Arc::new(AtomicUsize::new(0));
     let nodes = Arc::new(nodes);
@@ -442,7 +443,7 @@ async fn validate_one(
             }
             Err(FetchError::Permanent(e)) => {
                 tracing::warn!(stage, participant = %item.address, "invalid proofs, voting invalid: {e}");
-                st.metrics.add("poc_proof_failures_permanent_total", 1);
+                st.metrics.add(Count::ProofFailuresPermanent, 1);
                 st.vote(stage, window, item.address.clone(), -1);
                 return;
             }
@@ -458,7 +459,7 @@ async fn validate_one(
     } else {
         tracing::warn!(stage, participant = %item.address, "the validation window closed before an answer; abstaining");
     }
-    st.metrics.add("poc_validations_abstained_total", 1);
+    st.metrics.add(Count::ValidationsAbstained, 1);
 }
 
 /// Decodes a base64 vector (used by tests and tools).

@@ -7,6 +7,7 @@ use poc_chain::api::BroadcastMode;
 
 use crate::ApiNode;
 use crate::commit::window_closed;
+use crate::metrics::Count;
 use crate::timing::{VoteBatch, Window};
 
 impl ApiNode {
@@ -39,7 +40,7 @@ impl ApiNode {
             q.take(height, &self.io.address)
         };
         for (stage, n) in flush.expired {
-            self.metrics.add("poc_votes_missed_window_total", n as u64);
+            self.metrics.add(Count::VotesMissedWindow, n as u64);
             tracing::error!(
                 stage,
                 votes = n,
@@ -68,12 +69,12 @@ impl ApiNode {
                 .await
             {
                 Ok(r) if r.result.code == 0 => {
-                    self.metrics.add("poc_votes_sent_total", n as u64);
+                    self.metrics.add(Count::VotesSent, n as u64);
                     tracing::info!(stage, votes = n, txhash = %r.result.txhash, "votes submitted");
                     return;
                 }
                 Ok(r) if window_closed(&r) => {
-                    self.metrics.add("poc_votes_missed_window_total", n as u64);
+                    self.metrics.add(Count::VotesMissedWindow, n as u64);
                     tracing::error!(
                         stage,
                         votes = n,
@@ -96,7 +97,7 @@ impl ApiNode {
                 tracing::warn!(stage, votes = n, "votes {why}; retrying once");
                 continue;
             }
-            self.metrics.add("poc_votes_rejected_total", n as u64);
+            self.metrics.add(Count::VotesRejected, n as u64);
             tracing::error!(stage, votes = n, "votes {why}; they will not count");
         }
     }

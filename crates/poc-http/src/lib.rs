@@ -23,6 +23,8 @@
 //! Shutdown stops accepting, lets requests in flight finish (bounded by
 //! [`SHUTDOWN_GRACE`]), then closes what is left. See `docs/http.md`.
 
+pub mod metrics;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

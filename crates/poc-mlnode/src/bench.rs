@@ -339,11 +339,23 @@ fn window_row(
         }
     };
     let itl_n = d("chat_inter_token_seconds_count");
-    let itl_p90_ms = crate::metrics::LATENCY_BUCKETS
+    // The window's count per bucket, by the bucket's bound (however the bound is written).
+    let bound = |k: &str| {
+        k.strip_prefix("chat_inter_token_seconds_bucket{le=\"")?
+            .strip_suffix("\"}")?
+            .parse::<f64>()
+            .ok()
+    };
+    let mut buckets: Vec<(f64, f64)> = b
+        .keys()
+        .filter_map(|k| Some((bound(k).filter(|le| le.is_finite())?, d(k))))
+        .collect();
+    buckets.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let itl_p90_ms = buckets
         .iter()
-        .find(|le| d(&format!("chat_inter_token_seconds_bucket{{le=\"{le}\"}}")) >= 0.9 * itl_n)
+        .find(|(_, n)| *n >= 0.9 * itl_n)
         .filter(|_| itl_n > 0.0)
-        .map_or(f64::NAN, |le| le * 1e3);
+        .map_or(f64::NAN, |(le, _)| le * 1e3);
     let steps = d("poc_steps_total");
     LoadRow {
         policy,

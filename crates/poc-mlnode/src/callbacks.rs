@@ -125,7 +125,7 @@ impl Callbacks {
         if b.artifacts.len() > cap {
             let excess = b.artifacts.len() - cap;
             b.artifacts.drain(..excess);
-            self.metrics.callback_dropped.add(excess as u64);
+            self.metrics.callback_dropped.inc_by(excess as u64);
         }
     }
 
@@ -171,7 +171,9 @@ impl Callbacks {
             }),
         };
         match &outcome {
-            Ok(n) => self.metrics.callback_artifacts.add(*n as u64),
+            Ok(n) => {
+                self.metrics.callback_artifacts.inc_by(*n as u64);
+            }
             Err(_) => {
                 self.metrics.callback_failures.inc();
                 let mut b = self.lock();
@@ -183,7 +185,7 @@ impl Callbacks {
                     if b.artifacts.len() > cap {
                         let excess = b.artifacts.len() - cap;
                         b.artifacts.drain(..excess);
-                        self.metrics.callback_dropped.add(excess as u64);
+                        self.metrics.callback_dropped.inc_by(excess as u64);
                     }
                 }
             }
@@ -196,7 +198,7 @@ impl Callbacks {
         let mut b = self.lock();
         let n = b.artifacts.len();
         b.artifacts.clear();
-        self.metrics.callback_dropped.add(n as u64);
+        self.metrics.callback_dropped.inc_by(n as u64);
     }
 
     /// Delivers what is buffered now, retrying a few times (stop flushes before it returns).

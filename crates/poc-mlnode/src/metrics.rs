@@ -1,80 +1,39 @@
-//! Counters exported at `GET /metrics` (Prometheus text format).
+//! What the ML node counts, exported at `GET /metrics` (OpenMetrics text, one
+//! `prometheus-client` registry: `poc_http::metrics`).
 
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
+
+use poc_http::metrics::prometheus_client::metrics::counter::Counter;
+use poc_http::metrics::prometheus_client::metrics::family::Family;
+use poc_http::metrics::prometheus_client::metrics::gauge::Gauge;
+use poc_http::metrics::prometheus_client::metrics::histogram::Histogram;
+use poc_http::metrics::prometheus_client::registry::Registry;
 
 use crate::schedule::StepRows;
 
 /// How far back the recent rates look.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// Upper bounds (seconds) of the chat latency histograms' buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A latency histogram over [`LATENCY_BUCKETS`] (Prometheus cumulative buckets).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [Counter; LATENCY_BUCKETS.len()],
-    count: Counter,
-    sum_micros: Counter,
-}
+/// A floating-point gauge.
+type FloatGauge = Gauge<f64, AtomicU64>;
+/// A floating-point counter.
+type FloatCounter = Counter<f64, AtomicU64>;
+/// Metrics labelled by step row kind.
+type ByKind<M> = Family<[(&'static str, &'static str); 1], M>;
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
-            if secs <= le {
-                b.inc();
-            }
-        }
-        self.count.inc();
-        self.sum_micros.add(d.as_micros() as u64);
-    }
+/// The row kinds of the step row families, as labelled in the exposition.
+const ROW_KINDS: [&str; 3] = ["poc", "chat_prefill", "chat_decode"];
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", b.get());
-        }
-        let count = self.count.get();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}\n{name}_count {count}",
-            self.sum_micros.get() as f64 / 1e6
-        );
-    }
-}
-
-/// Everything the node counts.
-#[derive(Debug, Default)]
+/// Everything the node counts, and the gauges set at each scrape.
+#[derive(Debug)]
 pub struct Metrics {
     /// Nonces computed (generation and validation).
     pub nonces: Counter,
@@ -82,8 +41,8 @@ pub struct Metrics {
     pub batches: Counter,
     /// Batches that failed.
     pub batch_failures: Counter,
-    /// Microseconds spent in forward batches.
-    pub batch_micros: Counter,
+    /// Seconds spent in forward batches.
+    pub batch_seconds: FloatCounter,
     /// Artifacts delivered by callbacks.
     pub callback_artifacts: Counter,
     /// Callback attempts that failed.
@@ -98,33 +57,218 @@ pub struct Metrics {
     pub chat_tokens: Counter,
     /// Compute steps given to chat while a PoC batch waited (`chat-priority`).
     pub poc_batches_deferred: Counter,
-    /// From a chat being accepted to its first token.
+    /// From a chat being accepted to its first token, seconds.
     pub chat_ttft: Histogram,
-    /// Between consecutive tokens of a chat.
+    /// Between consecutive tokens of a chat, seconds.
     pub chat_itl: Histogram,
-    /// Last phase switch (init/generate to first batch), microseconds.
-    pub phase_switch_micros: AtomicU64,
+    /// Last phase switch (init/generate to first batch), seconds.
+    pub phase_switch: FloatGauge,
     /// Engine steps run.
     pub steps: Counter,
     /// Steps that held PoC rows and chat rows together (`mixed`).
     pub mixed_steps: Counter,
-    /// Rows of those steps by kind: PoC, chat prefill, chat decode.
-    pub step_rows: [Counter; 3],
-    /// Rows of the latest step by kind.
-    pub last_step_rows: [AtomicU64; 3],
+    step_rows: ByKind<Counter>,
+    last_step_rows: ByKind<Gauge>,
+    gauges: ScrapeGauges,
+    registry: Registry,
     /// `(when, nonces total, chat tokens total)` after each step of the last seconds.
     recent: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
 
-/// The row kinds of [`Metrics::step_rows`], as labelled in the exposition.
-const ROW_KINDS: [&str; 3] = ["poc", "chat_prefill", "chat_decode"];
+/// Gauges set from the node's state when `/metrics` is read.
+#[derive(Debug, Default, Clone)]
+struct ScrapeGauges {
+    nonces_per_second: FloatGauge,
+    generating: Gauge,
+    queue_nonces: Gauge,
+    chat_active: Gauge,
+    chat_queue_depth: Gauge,
+    recent_nonces_per_second: FloatGauge,
+    chat_tokens_per_second: FloatGauge,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Self {
+            nonces: Counter::default(),
+            batches: Counter::default(),
+            batch_failures: Counter::default(),
+            batch_seconds: FloatCounter::default(),
+            callback_artifacts: Counter::default(),
+            callback_failures: Counter::default(),
+            callback_dropped: Counter::default(),
+            chat_requests: Counter::default(),
+            chat_rejected: Counter::default(),
+            chat_tokens: Counter::default(),
+            poc_batches_deferred: Counter::default(),
+            chat_ttft: histogram(),
+            chat_itl: histogram(),
+            phase_switch: FloatGauge::default(),
+            steps: Counter::default(),
+            mixed_steps: Counter::default(),
+            step_rows: ByKind::default(),
+            last_step_rows: ByKind::default(),
+            gauges: ScrapeGauges::default(),
+            registry: Registry::default(),
+            recent: Mutex::new(VecDeque::new()),
+        };
+        m.register();
+        m
+    }
+}
 
 impl Metrics {
+    /// Puts every metric in the registry (once, at construction).
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        let counters: [(&str, &str, &Counter); 12] = [
+            (
+                "poc_nonces",
+                "Nonces computed (generation and validation)",
+                &self.nonces,
+            ),
+            ("poc_batches", "Forward batches run", &self.batches),
+            (
+                "poc_batch_failures",
+                "Forward batches that failed",
+                &self.batch_failures,
+            ),
+            (
+                "poc_callback_artifacts",
+                "Artifacts delivered to the API node",
+                &self.callback_artifacts,
+            ),
+            (
+                "poc_callback_failures",
+                "Failed callback attempts",
+                &self.callback_failures,
+            ),
+            (
+                "poc_callback_dropped",
+                "Artifacts dropped (buffer full or retries exhausted)",
+                &self.callback_dropped,
+            ),
+            (
+                "chat_requests",
+                "Chat completion requests",
+                &self.chat_requests,
+            ),
+            (
+                "chat_rejected",
+                "Chat requests refused while PoC generation ran",
+                &self.chat_rejected,
+            ),
+            (
+                "chat_tokens",
+                "Tokens generated for chat",
+                &self.chat_tokens,
+            ),
+            (
+                "poc_batches_deferred",
+                "Compute steps given to chat while a PoC batch waited (chat-priority)",
+                &self.poc_batches_deferred,
+            ),
+            (
+                "poc_steps",
+                "Engine steps (forward passes of PoC rows, chat rows or both)",
+                &self.steps,
+            ),
+            (
+                "poc_mixed_steps",
+                "Engine steps that held PoC rows and chat rows in one forward",
+                &self.mixed_steps,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "poc_batch_seconds",
+            "Seconds spent in forward batches",
+            self.batch_seconds.clone(),
+        );
+        r.register(
+            "poc_step_rows",
+            "Rows of engine steps by kind (PoC rows are nonces x seq_len)",
+            self.step_rows.clone(),
+        );
+        r.register(
+            "poc_last_step_rows",
+            "Rows of the latest engine step by kind",
+            self.last_step_rows.clone(),
+        );
+        let g = &self.gauges;
+        let floats: [(&str, &str, &FloatGauge); 4] = [
+            (
+                "poc_nonces_per_second",
+                "Nonces per second of forward time",
+                &g.nonces_per_second,
+            ),
+            (
+                "poc_recent_nonces_per_second",
+                "PoC nonces per second over the last 10 seconds",
+                &g.recent_nonces_per_second,
+            ),
+            (
+                "chat_tokens_per_second",
+                "Chat tokens per second over the last 10 seconds",
+                &g.chat_tokens_per_second,
+            ),
+            (
+                "poc_phase_switch_seconds",
+                "Latest time from init/generate to the first PoC batch starting",
+                &self.phase_switch,
+            ),
+        ];
+        for (name, help, f) in floats {
+            r.register(name, help, f.clone());
+        }
+        let ints: [(&str, &str, &Gauge); 4] = [
+            (
+                "poc_generating",
+                "1 while continuous PoC generation runs (the phase)",
+                &g.generating,
+            ),
+            (
+                "poc_queue_nonces",
+                "Nonces waiting in the /generate queue",
+                &g.queue_nonces,
+            ),
+            (
+                "chat_active_sessions",
+                "Chat sessions running or waiting",
+                &g.chat_active,
+            ),
+            (
+                "chat_queue_depth",
+                "Chats accepted that wait for their first token",
+                &g.chat_queue_depth,
+            ),
+        ];
+        for (name, help, i) in ints {
+            r.register(name, help, i.clone());
+        }
+        r.register(
+            "chat_time_to_first_token_seconds",
+            "From a chat request being accepted to its first token",
+            self.chat_ttft.clone(),
+        );
+        r.register(
+            "chat_inter_token_seconds",
+            "Between consecutive tokens of a chat",
+            self.chat_itl.clone(),
+        );
+    }
+
     /// Records one finished forward batch.
     pub fn record_batch(&self, nonces: usize, took: Duration) {
-        self.nonces.add(nonces as u64);
+        self.nonces.inc_by(nonces as u64);
         self.batches.inc();
-        self.batch_micros.add(took.as_micros() as u64);
+        self.batch_seconds.inc_by(took.as_secs_f64());
     }
 
     /// Records one engine step (after its results are counted).
@@ -133,12 +277,16 @@ impl Metrics {
         if rows.poc > 0 && rows.chat_prefill + rows.chat_decode > 0 {
             self.mixed_steps.inc();
         }
-        for (i, n) in [rows.poc, rows.chat_prefill, rows.chat_decode]
+        for (kind, n) in ROW_KINDS
             .into_iter()
-            .enumerate()
+            .zip([rows.poc, rows.chat_prefill, rows.chat_decode])
         {
-            self.step_rows[i].add(n as u64);
-            self.last_step_rows[i].store(n as u64, Ordering::Relaxed);
+            self.step_rows
+                .get_or_create(&[("kind", kind)])
+                .inc_by(n as u64);
+            self.last_step_rows
+                .get_or_create(&[("kind", kind)])
+                .set(n as i64);
         }
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,10 +299,12 @@ impl Metrics {
 
     /// Rows of the latest step by kind.
     pub fn last_step(&self) -> StepRows {
-        let [poc, chat_prefill, chat_decode] = self
-            .last_step_rows
-            .each_ref()
-            .map(|c| c.load(Ordering::Relaxed) as usize);
+        let [poc, chat_prefill, chat_decode] = ROW_KINDS.map(|kind| {
+            self.last_step_rows
+                .get_or_create(&[("kind", kind)])
+                .get()
+                .max(0) as usize
+        });
         StepRows {
             poc,
             chat_prefill,
@@ -182,11 +332,10 @@ impl Metrics {
 
     /// Records the latest phase switch.
     pub fn set_phase_switch(&self, d: Duration) {
-        self.phase_switch_micros
-            .store(d.as_micros() as u64, Ordering::Relaxed);
+        self.phase_switch.set(d.as_secs_f64());
     }
 
-    /// The Prometheus exposition, with the gauges passed in.
+    /// The OpenMetrics exposition, with the gauges read from the node now.
     pub fn render(
         &self,
         generating: bool,
@@ -194,156 +343,98 @@ impl Metrics {
         active_chats: usize,
         chat_queue_depth: usize,
     ) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        counter(
-            "poc_nonces_total",
-            "Nonces computed (generation and validation).",
-            self.nonces.get(),
-        );
-        counter(
-            "poc_batches_total",
-            "Forward batches run.",
-            self.batches.get(),
-        );
-        counter(
-            "poc_batch_failures_total",
-            "Forward batches that failed.",
-            self.batch_failures.get(),
-        );
-        counter(
-            "poc_batch_seconds_total",
-            "Seconds spent in forward batches.",
-            self.batch_micros.get() / 1_000_000,
-        );
-        counter(
-            "poc_callback_artifacts_total",
-            "Artifacts delivered to the API node.",
-            self.callback_artifacts.get(),
-        );
-        counter(
-            "poc_callback_failures_total",
-            "Failed callback attempts.",
-            self.callback_failures.get(),
-        );
-        counter(
-            "poc_callback_dropped_total",
-            "Artifacts dropped (buffer full or retries exhausted).",
-            self.callback_dropped.get(),
-        );
-        counter(
-            "chat_requests_total",
-            "Chat completion requests.",
-            self.chat_requests.get(),
-        );
-        counter(
-            "chat_rejected_total",
-            "Chat requests refused while PoC generation ran.",
-            self.chat_rejected.get(),
-        );
-        counter(
-            "chat_tokens_total",
-            "Tokens generated for chat.",
-            self.chat_tokens.get(),
-        );
-        counter(
-            "poc_batches_deferred_total",
-            "Compute steps given to chat while a PoC batch waited (chat-priority).",
-            self.poc_batches_deferred.get(),
-        );
-        counter(
-            "poc_steps_total",
-            "Engine steps (forward passes of PoC rows, chat rows or both).",
-            self.steps.get(),
-        );
-        counter(
-            "poc_mixed_steps_total",
-            "Engine steps that held PoC rows and chat rows in one forward.",
-            self.mixed_steps.get(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP poc_step_rows_total Rows of engine steps by kind (PoC rows are nonces x seq_len).\n# TYPE poc_step_rows_total counter"
-        );
-        for (kind, c) in ROW_KINDS.iter().zip(&self.step_rows) {
-            let _ = writeln!(out, "poc_step_rows_total{{kind=\"{kind}\"}} {}", c.get());
-        }
-        let _ = writeln!(
-            out,
-            "# HELP poc_last_step_rows Rows of the latest engine step by kind.\n# TYPE poc_last_step_rows gauge"
-        );
-        for (kind, c) in ROW_KINDS.iter().zip(&self.last_step_rows) {
-            let _ = writeln!(
-                out,
-                "poc_last_step_rows{{kind=\"{kind}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        let (recent_nonces, recent_tokens) = self.recent_rates();
-        let secs = self.batch_micros.get() as f64 / 1e6;
-        let rate = if secs > 0.0 {
+        let g = &self.gauges;
+        let secs = self.batch_seconds.get();
+        g.nonces_per_second.set(if secs > 0.0 {
             self.nonces.get() as f64 / secs
         } else {
             0.0
-        };
-        let mut gauge = |name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            "poc_nonces_per_second",
-            "Nonces per second of forward time.",
-            rate,
+        });
+        g.generating.set(i64::from(generating));
+        g.queue_nonces.set(queued_nonces as i64);
+        g.chat_active.set(active_chats as i64);
+        g.chat_queue_depth.set(chat_queue_depth as i64);
+        let (recent_nonces, recent_tokens) = self.recent_rates();
+        g.recent_nonces_per_second.set(recent_nonces);
+        g.chat_tokens_per_second.set(recent_tokens);
+        poc_http::metrics::encode(&self.registry, "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample lines of an exposition, `name{labels} value`.
+    fn sample<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn the_exposition_has_every_family_once_with_its_values() {
+        let m = Metrics::default();
+        m.record_batch(8, Duration::from_millis(500));
+        m.record_step(StepRows {
+            poc: 64,
+            chat_prefill: 0,
+            chat_decode: 2,
+        });
+        m.chat_itl.observe(0.003);
+        m.chat_itl.observe(2.0);
+        m.set_phase_switch(Duration::from_millis(250));
+        let text = m.render(true, 5, 2, 1);
+        assert_eq!(sample(&text, "poc_nonces_total"), Some("8"), "{text}");
+        assert_eq!(
+            sample(&text, "poc_batch_seconds_total"),
+            Some("0.5"),
+            "{text}"
         );
-        gauge(
-            "poc_generating",
-            "1 while continuous PoC generation runs (the phase).",
-            f64::from(u8::from(generating)),
+        assert_eq!(
+            sample(&text, "poc_nonces_per_second"),
+            Some("16.0"),
+            "{text}"
         );
-        gauge(
-            "poc_queue_nonces",
-            "Nonces waiting in the /generate queue.",
-            queued_nonces as f64,
+        assert_eq!(sample(&text, "poc_generating"), Some("1"), "{text}");
+        assert_eq!(sample(&text, "poc_queue_nonces"), Some("5"), "{text}");
+        assert_eq!(
+            sample(&text, "poc_step_rows_total{kind=\"poc\"}"),
+            Some("64"),
+            "{text}"
         );
-        gauge(
-            "chat_active_sessions",
-            "Chat sessions running or waiting.",
-            active_chats as f64,
+        assert_eq!(
+            sample(&text, "poc_last_step_rows{kind=\"chat_decode\"}"),
+            Some("2"),
+            "{text}"
         );
-        gauge(
-            "chat_queue_depth",
-            "Chats accepted that wait for their first token.",
-            chat_queue_depth as f64,
+        assert_eq!(
+            sample(&text, "poc_phase_switch_seconds"),
+            Some("0.25"),
+            "{text}"
         );
-        gauge(
-            "poc_recent_nonces_per_second",
-            "PoC nonces per second over the last 10 seconds.",
-            recent_nonces,
+        assert_eq!(
+            sample(&text, "chat_inter_token_seconds_count"),
+            Some("2"),
+            "{text}"
         );
-        gauge(
-            "chat_tokens_per_second",
-            "Chat tokens per second over the last 10 seconds.",
-            recent_tokens,
+        assert_eq!(
+            sample(&text, "chat_inter_token_seconds_bucket{le=\"0.005\"}"),
+            Some("1"),
+            "{text}"
         );
-        gauge(
-            "poc_phase_switch_seconds",
-            "Latest time from init/generate to the first PoC batch starting.",
-            self.phase_switch_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        assert_eq!(
+            sample(&text, "chat_inter_token_seconds_bucket{le=\"+Inf\"}"),
+            Some("2"),
+            "{text}"
         );
-        self.chat_ttft.render(
-            &mut out,
-            "chat_time_to_first_token_seconds",
-            "From a chat request being accepted to its first token.",
-        );
-        self.chat_itl.render(
-            &mut out,
-            "chat_inter_token_seconds",
-            "Between consecutive tokens of a chat.",
-        );
-        out
+        assert_eq!(m.last_step().poc, 64);
+        for family in ["poc_nonces", "poc_step_rows", "chat_inter_token_seconds"] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -20,6 +20,7 @@ use crate::proofs::{VECTOR_BYTES, check_vector};
 use poc_chain::keys::address_of_hex;
 
 use super::S;
+use crate::metrics::Count;
 
 /// The chain view when the v2 callbacks are served and `accepting` holds now; otherwise
 /// the 503 to answer (`what` names the data refused).
@@ -164,7 +165,7 @@ pub(super) async fn generated(State(st): S, Path(token): Path<String>, body: Byt
     let items = match check_batch(&b) {
         Ok(items) => items,
         Err(e) => {
-            st.metrics.add("poc_artifact_batches_refused_total", 1);
+            st.metrics.add(Count::ArtifactBatchesRefused, 1);
             tracing::warn!(stage, node = %node.id, "artifact batch refused: {e}");
             return reply(
                 StatusCode::BAD_REQUEST,
@@ -207,8 +208,8 @@ pub(super) async fn generated(State(st): S, Path(token): Path<String>, body: Byt
     .unwrap_or_else(|e| Err(format!("ingestion task failed: {e}")));
     match res {
         Ok((added, dup)) => {
-            st.metrics.add("poc_artifacts_received_total", added);
-            st.metrics.add("poc_artifacts_duplicate_total", dup);
+            st.metrics.add(Count::ArtifactsReceived, added);
+            st.metrics.add(Count::ArtifactsDuplicate, dup);
             if let Some(m) = max_nonce {
                 st.note_progress(stage, node_number, m);
             }

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::ApiNode;
 use crate::http::reply;
+use crate::metrics::GaugeValue;
 
 mod ingest;
 mod proofs;
@@ -107,29 +108,32 @@ async fn health(State(st): S) -> Response {
 }
 
 async fn metrics(State(st): S) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        {
-            let mut text = st.metrics.render();
-            for (name, value) in [
-                ("poc_votes_pending", st.pending_votes() as u64),
-                ("poc_block_time_ms", st.block_time().as_millis() as u64),
-                (
-                    "poc_http_public_connections",
-                    st.public_stats.open_connections() as u64,
-                ),
-                (
-                    "poc_http_callback_connections",
-                    st.callback_stats.open_connections() as u64,
-                ),
-            ] {
-                text.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
-            }
-            text
+    let gauge = |name, help, value: usize| GaugeValue {
+        name,
+        help,
+        value: value as f64,
+    };
+    let gauges = [
+        gauge(
+            "poc_votes_pending",
+            "Votes waiting to be sent",
+            st.pending_votes(),
+        ),
+        GaugeValue {
+            name: "poc_block_time_seconds",
+            help: "Block time observed on the chain",
+            value: st.block_time().as_secs_f64(),
         },
-    )
-        .into_response()
+        gauge(
+            "poc_http_public_connections",
+            "Open connections to the public server",
+            st.public_stats.open_connections(),
+        ),
+        gauge(
+            "poc_http_callback_connections",
+            "Open connections to the ML callback server",
+            st.callback_stats.open_connections(),
+        ),
+    ];
+    poc_http::metrics::response(&st.metrics.registry(&gauges), "")
 }

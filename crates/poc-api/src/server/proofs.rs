@@ -21,6 +21,7 @@ use crate::proofs::{
 };
 
 use super::S;
+use crate::metrics::Count;
 
 /// Proof requests allowed per client IP: a token bucket each (`proof_rate_per_sec`
 /// refills it, `proof_rate_burst` is its size).
@@ -80,8 +81,8 @@ pub(super) async fn proofs(
 ) -> Response {
     let r = proofs_inner(&st, peer, &body).await;
     match &r {
-        Ok(_) => st.metrics.add("poc_proof_requests_served_total", 1),
-        Err(_) => st.metrics.add("poc_proof_requests_rejected_total", 1),
+        Ok(_) => st.metrics.add(Count::ProofRequestsServed, 1),
+        Err(_) => st.metrics.add(Count::ProofRequestsRejected, 1),
     }
     match r {
         Ok(resp) => axum::Json(resp).into_response(),

@@ -89,7 +89,7 @@ impl Session {
         } else {
             &metrics.chat_itl
         };
-        latency.observe(now - self.last_event);
+        latency.observe((now - self.last_event).as_secs_f64());
         self.last_event = now;
         self.generated += 1;
         if self.generated >= p.max_tokens || self.cache.len() + 1 >= max_len {

@@ -145,7 +145,14 @@ async fn metrics(st: App) -> Response {
         st.compute.active_chats(),
         st.compute.scheduler_status().chat_queue_depth,
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            poc_http::metrics::CONTENT_TYPE_OPENMETRICS,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn health(st: App) -> Response {
