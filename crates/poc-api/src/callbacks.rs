@@ -111,7 +111,6 @@ pub enum CallbackRefusal {
     /// A v1 verdict on a participant this node did not ask about.
     #[error("no v1 validation of {participant} at stage {stage} was requested")]
     NotRequested {
-        /// Stage.
         stage: i64,
         /// Participant hex key.
         participant: String,

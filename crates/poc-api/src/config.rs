@@ -129,7 +129,6 @@ pub struct ApiConfig {
     pub callback_url: Option<String>,
     /// Data directory (artifact stores, one per stage).
     pub data_dir: PathBuf,
-    /// ML nodes.
     #[serde(default)]
     pub ml_nodes: Vec<MlNodeEntry>,
     /// Seconds between store commits while artifacts arrive (at most: shortened to fit

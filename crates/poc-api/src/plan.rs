@@ -294,7 +294,6 @@ pub enum CommitAction {
 /// The clock and the settings a commit plan reads.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitClock {
-    /// Now.
     pub now: Instant,
     /// `commit_interval_s`: the longest time between two commits of a growing store.
     pub interval: Duration,

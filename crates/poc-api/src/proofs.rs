@@ -161,9 +161,7 @@ impl ProofRequest {
 /// One proven leaf.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProofItem {
-    /// Leaf index.
     pub leaf_index: u32,
-    /// Nonce.
     pub nonce_value: i32,
     /// Base64 of the raw vector.
     pub vector_bytes: String,
@@ -234,20 +232,10 @@ pub enum ProofError {
     Coverage(String),
     /// A vector that is not 24 bytes of finite FP16.
     #[error("invalid vector data at leaf {leaf}: {why}")]
-    Vector {
-        /// Leaf.
-        leaf: u32,
-        /// Why.
-        why: String,
-    },
+    Vector { leaf: u32, why: String },
     /// A proof that does not lead to the committed root.
     #[error("proof verification failed at leaf {leaf}: {why}")]
-    Proof {
-        /// Leaf.
-        leaf: u32,
-        /// Why.
-        why: String,
-    },
+    Proof { leaf: u32, why: String },
     /// Two leaves carry the same nonce.
     #[error("duplicate nonce {0} in the sample")]
     DuplicateNonce(i32),

@@ -39,7 +39,6 @@ pub struct StageJob {
 /// One participant to validate.
 #[derive(Debug, Clone)]
 pub struct WorkItem {
-    /// Address.
     pub address: String,
     /// Its public URL.
     pub url: String,

@@ -19,7 +19,6 @@ pub enum ClientError {
     /// Connection or protocol failure (transient: retry).
     #[error("chain node at {url} is unreachable: {source}")]
     Http {
-        /// URL.
         url: String,
         /// Cause.
         source: reqwest::Error,
@@ -27,7 +26,6 @@ pub enum ClientError {
     /// The node answered with an error status.
     #[error("chain node answered {status} for {url}: {message}")]
     Status {
-        /// URL.
         url: String,
         /// HTTP status.
         status: u16,
@@ -37,7 +35,6 @@ pub enum ClientError {
     /// The answer does not parse.
     #[error("chain node's answer for {url} does not parse: {msg}")]
     Decode {
-        /// URL.
         url: String,
         /// Parser message.
         msg: String,

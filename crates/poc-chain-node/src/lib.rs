@@ -45,7 +45,6 @@ pub enum NodeError {
         "replaying block {height} gives app hash {got}, the log says {want}: the database or the binary differs from the one that wrote it"
     )]
     Divergence {
-        /// Height.
         height: i64,
         /// Computed.
         got: String,
@@ -55,7 +54,6 @@ pub enum NodeError {
     /// A stored block does not apply.
     #[error("stored block {height} does not apply: {msg}")]
     BadBlock {
-        /// Height.
         height: i64,
         /// Why.
         msg: String,

@@ -18,7 +18,6 @@ pub const PREFIX: &str = "/productscience/inference/inference";
 pub struct StoreCommitResponse {
     /// Leaves.
     pub count: u32,
-    /// Root.
     #[serde(with = "crate::json::base64_bytes")]
     pub root_hash: Vec<u8>,
     /// Whether a commit exists.
@@ -37,11 +36,9 @@ pub struct DistributionResponse {
 /// One entry of `all_poc_v2_store_commits`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitWithKey {
-    /// Participant.
     pub participant_address: String,
     /// Leaves.
     pub count: u32,
-    /// Root.
     #[serde(with = "crate::json::base64_bytes")]
     pub root_hash: Vec<u8>,
     /// Participant's compressed key, lowercase hex.
@@ -58,9 +55,7 @@ pub struct AllCommitsResponse {
 /// One entry of `all_mlnode_weight_distributions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistributionEntry {
-    /// Participant.
     pub participant_address: String,
-    /// Weights.
     pub weights: Vec<MlNodeWeight>,
 }
 
@@ -74,7 +69,6 @@ pub struct AllDistributionsResponse {
 /// Records of one participant with its keys (v2 validations, v1 batches/validations).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantRecords<T> {
-    /// Participant.
     pub participant: String,
     /// Compressed key, base64.
     pub pub_key: String,
@@ -94,7 +88,6 @@ pub struct ValidationsV2Response {
 /// V1 batches of a participant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantBatches {
-    /// Participant.
     pub participant: String,
     /// Key, base64.
     pub pub_key: String,
@@ -121,7 +114,6 @@ pub struct ValidationsV1Response {
 /// `GET …/count_po_c_batches_at_height/{h}` and the validations' count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountResponse {
-    /// Count.
     #[serde(with = "crate::json::u64_string")]
     pub count: u64,
 }
@@ -172,7 +164,6 @@ pub struct ParamsResponse {
 /// A participant as the API node needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
-    /// Address.
     pub address: String,
     /// Compressed key, base64.
     pub pubkey: String,
@@ -207,7 +198,6 @@ pub struct ParticipantsResponse {
 /// A grantee.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grantee {
-    /// Address.
     pub address: String,
     /// Compressed key, base64 (empty if it never signed a transaction).
     pub pub_key: String,
@@ -216,30 +206,24 @@ pub struct Grantee {
 /// `GET …/grantees_by_message_type/{granter}/{type_url}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GranteesResponse {
-    /// Grantees.
     pub grantees: Vec<Grantee>,
 }
 
 /// `GET …/epoch_group/{epoch}`: validator weights and PoC results of an epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochGroupResponse {
-    /// Epoch.
     #[serde(with = "crate::json::u64_string")]
     pub epoch_index: u64,
-    /// Validator weights.
     pub validator_weights: Vec<ValidatorWeight>,
     /// Participants and their per-node weights.
     pub active_participants: Vec<ActiveParticipant>,
-    /// Confirmation weights.
     pub confirmation_weights: Vec<ValidatorWeight>,
 }
 
 /// `{address, weight}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidatorWeight {
-    /// Address.
     pub address: String,
-    /// Weight.
     #[serde(with = "crate::json::i64_string")]
     pub weight: i64,
 }
@@ -256,7 +240,6 @@ pub struct SnapshotResponse {
 /// `PoCValidationSnapshot` JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotJson {
-    /// Stage.
     #[serde(with = "crate::json::i64_string")]
     pub poc_stage_start_height: i64,
     /// Taken at.
@@ -278,7 +261,6 @@ pub struct SnapshotJson {
 /// `GET /accounts/{addr}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountResponse {
-    /// Address.
     pub address: String,
     /// Key, hex (empty until known).
     pub hex_pub_key: String,
@@ -290,7 +272,6 @@ pub struct AccountResponse {
 /// `GET /status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusResponse {
-    /// Chain id.
     pub chain_id: String,
     /// Latest block height.
     #[serde(with = "crate::json::i64_string")]

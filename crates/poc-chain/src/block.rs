@@ -22,7 +22,6 @@ pub const MAX_BLOCK_BYTES: usize = 8 * 1024 * 1024;
 /// `HeaderInfo().Hash` (confirmation trigger, seed hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
-    /// Chain id.
     pub chain_id: String,
     /// Height (first block: 1).
     #[serde(with = "crate::json::i64_string")]
@@ -76,7 +75,6 @@ pub fn tx_root(txs: &[Vec<u8>]) -> [u8; 32] {
 /// A block: header and raw signed transactions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
-    /// Header.
     pub header: Header,
     /// Encoded transactions.
     #[serde(with = "b64_list")]

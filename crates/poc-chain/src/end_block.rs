@@ -33,7 +33,6 @@ pub enum EndBlockEvent {
     },
     /// A confirmation event completed with these weights.
     ConfirmationWeights {
-        /// Epoch.
         epoch: u64,
         /// The event's sequence.
         sequence: u64,
@@ -53,7 +52,6 @@ pub enum EndBlockEvent {
     },
     /// The weights of an epoch were set at the end of its PoC validation.
     WeightsSet {
-        /// Epoch.
         epoch: u64,
         /// Counted by the v2 rules.
         v2: bool,
@@ -61,15 +59,9 @@ pub enum EndBlockEvent {
         weights: Vec<(String, i64)>,
     },
     /// Nobody earned weight; the previous validators stay.
-    ValidatorsCarriedOver {
-        /// Epoch.
-        epoch: u64,
-    },
+    ValidatorsCarriedOver { epoch: u64 },
     /// An epoch became effective (its validators took over).
-    EpochEffective {
-        /// Epoch.
-        epoch: u64,
-    },
+    EpochEffective { epoch: u64 },
     /// The PoC stage of a new epoch started.
     PocStarted {
         /// The new epoch.
@@ -81,7 +73,6 @@ pub enum EndBlockEvent {
     ValidationStarted {
         /// Stage height.
         stage: i64,
-        /// Height.
         height: i64,
     },
 }

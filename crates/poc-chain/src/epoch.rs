@@ -374,7 +374,6 @@ impl EpochContext {
 /// All derived heights of an epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochStages {
-    /// Epoch index.
     pub epoch_index: u64,
     /// S.
     pub poc_start: i64,
@@ -392,11 +391,8 @@ pub struct EpochStages {
     pub set_new_validators: i64,
     /// Reward claim.
     pub claim_money: i64,
-    /// Inference validation cutoff.
     pub inference_validation_cutoff: i64,
-    /// Next PoC start.
     pub next_poc_start: i64,
-    /// PoC exchange window.
     pub poc_exchange_window: Window,
     /// Validation exchange window.
     pub poc_validation_exchange_window: Window,

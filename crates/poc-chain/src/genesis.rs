@@ -18,7 +18,6 @@ pub struct GenesisParticipant {
     pub address: String,
     /// Lowercase hex compressed public key.
     pub hex_pub_key: String,
-    /// URL.
     pub inference_url: String,
     /// Consensus key.
     pub validator_key: String,
@@ -30,7 +29,6 @@ pub struct GenesisParticipant {
 /// Genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
-    /// Chain id.
     pub chain_id: String,
     /// Unix seconds of the genesis.
     #[serde(with = "crate::json::i64_string")]

@@ -37,9 +37,7 @@ pub enum Msg {
         /// Stage height.
         #[serde(with = "crate::json::i64_string")]
         poc_stage_start_block_height: i64,
-        /// Batch id.
         batch_id: String,
-        /// Nonces.
         nonces: Vec<i64>,
         /// Distances.
         dist: Vec<f64>,
@@ -131,7 +129,6 @@ pub enum Msg {
     Revoke {
         /// Account that granted.
         granter: String,
-        /// Grantee.
         grantee: String,
         /// Message type URL.
         msg_type_url: String,

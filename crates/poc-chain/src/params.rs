@@ -163,7 +163,6 @@ pub struct AccessParams {
 pub struct Params {
     /// Epoch timeline.
     pub epoch_params: EpochParams,
-    /// PoC.
     pub poc_params: PocParams,
     /// Confirmation PoC.
     pub confirmation_poc_params: ConfirmationPocParams,

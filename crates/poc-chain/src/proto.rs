@@ -14,7 +14,6 @@ pub use codec::{DecodeError, from_any, to_any};
 /// `google.protobuf.Any`.
 #[derive(Clone, PartialEq, Message)]
 pub struct Any {
-    /// Type URL.
     #[prost(string, tag = "1")]
     pub type_url: String,
     /// Encoded message.
@@ -25,7 +24,6 @@ pub struct Any {
 /// The transaction envelope.
 #[derive(Clone, PartialEq, Message)]
 pub struct TxProto {
-    /// Chain id.
     #[prost(string, tag = "1")]
     pub chain_id: String,
     /// 33-byte compressed secp256k1 public key of the signer.
@@ -34,7 +32,6 @@ pub struct TxProto {
     /// Account sequence.
     #[prost(uint64, tag = "3")]
     pub sequence: u64,
-    /// Messages.
     #[prost(message, repeated, tag = "4")]
     pub messages: Vec<Any>,
     /// 64-byte `r ‖ s` (low-S) over SHA-256 of the sign doc.
@@ -45,16 +42,13 @@ pub struct TxProto {
 /// What is signed: the envelope without the signature.
 #[derive(Clone, PartialEq, Message)]
 pub struct SignDoc {
-    /// Chain id.
     #[prost(string, tag = "1")]
     pub chain_id: String,
     /// Signer key.
     #[prost(bytes = "vec", tag = "2")]
     pub pub_key: Vec<u8>,
-    /// Sequence.
     #[prost(uint64, tag = "3")]
     pub sequence: u64,
-    /// Messages.
     #[prost(message, repeated, tag = "4")]
     pub messages: Vec<Any>,
 }

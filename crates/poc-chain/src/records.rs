@@ -11,7 +11,6 @@ use crate::msgs::MlNodeWeight;
 /// `PoCV2StoreCommit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreCommit {
-    /// Participant.
     pub participant_address: String,
     /// Stage height.
     #[serde(with = "crate::json::i64_string")]
@@ -29,7 +28,6 @@ pub struct StoreCommit {
 /// `MLNodeWeightDistribution`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightDistribution {
-    /// Participant.
     pub participant_address: String,
     /// Stage height.
     #[serde(with = "crate::json::i64_string")]
@@ -56,7 +54,6 @@ pub struct ValidationV2 {
 /// `PoCBatch` (v1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PocBatch {
-    /// Participant.
     pub participant_address: String,
     /// Stage height.
     #[serde(with = "crate::json::i64_string")]
@@ -64,11 +61,9 @@ pub struct PocBatch {
     /// Block it landed in.
     #[serde(with = "crate::json::i64_string")]
     pub received_at_block_height: i64,
-    /// Nonces.
     pub nonces: Vec<i64>,
     /// Distances.
     pub dist: Vec<f64>,
-    /// Batch id.
     pub batch_id: String,
     /// ML node id.
     pub node_id: String,
@@ -113,7 +108,6 @@ pub struct Participant {
     pub inference_url: String,
     /// Consensus key; weight needs it non-empty.
     pub validator_key: String,
-    /// Status.
     pub status: ParticipantStatus,
     /// Why it became inactive.
     pub status_reason: String,
@@ -124,9 +118,7 @@ pub struct Participant {
 /// One ML node's share of a participant's weight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MlNodeAllocation {
-    /// Node id.
     pub node_id: String,
-    /// PoC weight.
     #[serde(with = "crate::json::i64_string")]
     pub poc_weight: i64,
     /// Kept serving inference during PoC (`timeslot_allocation[1]`).
@@ -143,7 +135,6 @@ pub struct ActiveParticipant {
     /// Total weight.
     #[serde(with = "crate::json::i64_string")]
     pub weight: i64,
-    /// URL.
     pub inference_url: String,
     /// Seed signature for the epoch.
     pub seed: String,

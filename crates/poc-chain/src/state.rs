@@ -20,7 +20,6 @@ use crate::tracked::{HashWriter, Tracked};
 /// The block being executed, as the state machine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockContext {
-    /// Height.
     pub height: i64,
     /// Unix seconds (from the header).
     pub time: i64,
@@ -32,7 +31,6 @@ pub struct BlockContext {
 /// deterministic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainState {
-    /// Chain id.
     pub chain_id: String,
     /// Last executed height (0 before the first block).
     pub height: i64,

@@ -40,17 +40,14 @@ pub enum TxMsg {
 /// A decoded transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tx {
-    /// Chain id.
     pub chain_id: String,
     /// Signer key.
     pub pub_key: Vec<u8>,
-    /// Sequence.
     pub sequence: u64,
     /// Messages.
     pub msgs: Vec<TxMsg>,
     /// Raw `Any`s (what was signed).
     pub raw: Vec<Any>,
-    /// Signature.
     pub signature: Vec<u8>,
 }
 

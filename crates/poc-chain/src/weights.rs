@@ -125,7 +125,6 @@ pub fn time_factor(snapshot: &ValidationSnapshot, p: &EpochParams) -> LegacyDec 
 /// What one participant brings to the V2 calculator.
 #[derive(Debug, Clone)]
 pub struct CalcEntry {
-    /// Address.
     pub address: String,
     /// Committed count (after the inference-node filter).
     pub count: u32,

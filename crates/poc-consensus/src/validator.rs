@@ -91,7 +91,6 @@ pub enum StartError {
         "this node's key {0} is not in the genesis consensus_validators; use one of their keys"
     )]
     NotAValidator(String),
-    /// No validators.
     #[error("the genesis lists no consensus_validators")]
     NoValidators,
 }

@@ -67,7 +67,6 @@ struct Member {
 
 /// A running devnet.
 pub struct Devnet {
-    /// Options.
     pub options: DevnetOptions,
     /// Chain REST client.
     pub client: ChainClient,

@@ -32,7 +32,6 @@ pub struct DevnetOptions {
     pub cheaters: usize,
     /// Regular PoC rounds to run.
     pub epochs: u64,
-    /// Mode.
     pub mode: Mode,
     /// `None`: the embedded tiny-moe checkpoint (cached under the home); else a directory.
     pub model: Option<PathBuf>,

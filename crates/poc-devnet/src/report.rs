@@ -11,7 +11,6 @@ use crate::{ChainNodes, Devnet, DevnetError};
 /// One participant's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct ParticipantReport {
-    /// Index.
     pub index: usize,
     /// Account address.
     pub address: String,
@@ -59,7 +58,6 @@ pub struct StageReport {
 pub struct Report {
     /// Options in short.
     pub mode: Mode,
-    /// Participants.
     pub participants: Vec<ParticipantReport>,
     /// Regular PoCs.
     pub stages: Vec<StageReport>,

@@ -46,9 +46,7 @@ pub struct Target {
     pub url: String,
     /// Participant public key.
     pub public_key: String,
-    /// Block hash.
     pub block_hash: String,
-    /// Block height.
     pub block_height: i64,
     /// ML node number.
     pub node_id: u64,

@@ -60,7 +60,6 @@ pub struct ProofBatch {
     pub block_hash: String,
     /// Round height.
     pub block_height: i64,
-    /// Nonces.
     pub nonces: Vec<i64>,
     /// Claimed distances.
     pub dist: Vec<f64>,
@@ -78,9 +77,7 @@ pub enum V1Phase {
     Loading,
     /// Model ready, idle.
     Idle,
-    /// Generating.
     Generating,
-    /// Validating.
     Validating,
 }
 

@@ -139,15 +139,11 @@ pub struct ArtifactsResult {
 /// The `config` object of a generating node's status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusConfig {
-    /// Block hash.
     pub block_hash: String,
-    /// Block height.
     pub block_height: i64,
-    /// Public key.
     pub public_key: String,
     /// Node number.
     pub node_id: u64,
-    /// Node count.
     pub node_count: u64,
     /// Replica group.
     pub group_id: u64,

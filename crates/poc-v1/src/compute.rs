@@ -67,7 +67,6 @@ pub fn distance(logits: &[f32], perm: &[u32], target: &[f64]) -> f64 {
 pub struct V1Round {
     /// The model.
     pub model: V1Model,
-    /// Block hash.
     pub block_hash: String,
     target: Vec<f64>,
 }

@@ -12,7 +12,6 @@ pub struct UnsupportedShape(pub String);
 pub struct V1Params {
     /// Model width.
     pub dim: usize,
-    /// Layers.
     pub n_layers: usize,
     /// Attention heads.
     pub n_heads: usize,

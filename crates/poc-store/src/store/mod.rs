@@ -47,7 +47,6 @@ pub struct StoredArtifact {
 /// An artifact with its inclusion proof against one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafProof {
-    /// Leaf index.
     pub leaf_index: u64,
     /// The nonce.
     pub nonce: i32,
