@@ -12,6 +12,28 @@ use crate::db::ChainDb;
 use crate::home;
 use crate::services::Head;
 
+/// Re-executes stored block `h` on `state` and checks the app hash against the stored
+/// result; returns the block.
+fn replay_block(db: &ChainDb, state: &mut ChainState, h: i64) -> Result<Block, NodeError> {
+    let block = db.block(h)?.ok_or_else(|| NodeError::BadBlock {
+        height: h,
+        msg: "missing from the log".into(),
+    })?;
+    let want = db.result(h)?.map(|r| r.app_hash).unwrap_or_default();
+    let r = state.apply_block(&block).map_err(|x| NodeError::BadBlock {
+        height: h,
+        msg: x.to_string(),
+    })?;
+    if r.app_hash != want {
+        return Err(NodeError::Divergence {
+            height: h,
+            got: hex::encode(r.app_hash),
+            want: hex::encode(want),
+        });
+    }
+    Ok(block)
+}
+
 /// Restores the head from storage: the newest snapshot, then every later block replayed
 /// with its app hash checked against the stored result. Returns the head and how many
 /// blocks were replayed.
@@ -27,23 +49,7 @@ pub fn restore(db: &ChainDb, genesis: &Genesis) -> Result<(Head, i64), NodeError
     };
     let mut replayed = 0;
     for h in state.height + 1..=last {
-        let block = db.block(h)?.ok_or_else(|| NodeError::BadBlock {
-            height: h,
-            msg: "missing from the log".into(),
-        })?;
-        let want = db.result(h)?.map(|r| r.app_hash).unwrap_or_default();
-        let r = state.apply_block(&block).map_err(|x| NodeError::BadBlock {
-            height: h,
-            msg: x.to_string(),
-        })?;
-        if r.app_hash != want {
-            return Err(NodeError::Divergence {
-                height: h,
-                got: hex::encode(r.app_hash),
-                want: hex::encode(want),
-            });
-        }
-        hash = block.header.hash();
+        hash = replay_block(db, &mut state, h)?.header.hash();
         replayed += 1;
     }
     Ok((Head { state, hash }, replayed))
@@ -75,23 +81,7 @@ pub fn replay_all(
     let started = Instant::now();
     let mut txs = 0;
     for h in 1..=last {
-        let block: Block = db.block(h)?.ok_or_else(|| NodeError::BadBlock {
-            height: h,
-            msg: "missing from the log".into(),
-        })?;
-        txs += block.txs.len();
-        let want = db.result(h)?.map(|r| r.app_hash).unwrap_or_default();
-        let r = state.apply_block(&block).map_err(|x| NodeError::BadBlock {
-            height: h,
-            msg: x.to_string(),
-        })?;
-        if r.app_hash != want {
-            return Err(NodeError::Divergence {
-                height: h,
-                got: hex::encode(r.app_hash),
-                want: hex::encode(want),
-            });
-        }
+        txs += replay_block(&db, &mut state, h)?.txs.len();
         if h % 100 == 0 || h == last {
             progress(h, last);
         }
