@@ -23,7 +23,6 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
 
-use crate::config::ConfigError;
 use hmac::{KeyInit, Mac};
 use ipnet::IpNet;
 
@@ -344,19 +343,20 @@ pub struct AllowList {
     nets: Vec<IpNet>,
 }
 
+/// An allow-list entry that is neither an IP address nor a network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("callback_allow: {0:?} is neither an IP address nor a network like 10.0.0.0/8")]
+pub struct BadAllowEntry(pub String);
+
 impl AllowList {
     /// Parses `10.0.0.0/8`, `192.168.1.7`, `::1`, `fd00::/8`, ...
-    pub fn parse(entries: &[String]) -> Result<Self, ConfigError> {
+    pub fn parse(entries: &[String]) -> Result<Self, BadAllowEntry> {
         let mut nets = Vec::new();
         for e in entries {
             let e = e.trim();
             let net = IpNet::from_str(e)
                 .or_else(|_| IpAddr::from_str(e).map(IpNet::from))
-                .map_err(|_| {
-                    ConfigError::Invalid(format!(
-                        "callback_allow: {e:?} is neither an IP address nor a network like 10.0.0.0/8"
-                    ))
-                })?;
+                .map_err(|_| BadAllowEntry(e.to_owned()))?;
             nets.push(net);
         }
         Ok(Self { nets })

@@ -18,6 +18,12 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl From<crate::callbacks::BadAllowEntry> for ConfigError {
+    fn from(e: crate::callbacks::BadAllowEntry) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
 impl From<String> for ConfigError {
     fn from(s: String) -> Self {
         Self::Invalid(s)

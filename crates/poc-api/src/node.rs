@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::{AllowList, CallbackTokens};
 use crate::chainio::ChainIo;
-use crate::config::{ApiConfig, secs};
+use crate::config::{ApiConfig, ConfigError, secs};
 use crate::metrics::Count;
 use crate::mlnodes::Broker;
 use crate::signers::SignerCache;
@@ -121,7 +121,7 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
     let callback_allow = if cfg.callback_allow.is_empty() {
         default_allow_list(&cfg).await
     } else {
-        AllowList::parse(&cfg.callback_allow)?
+        AllowList::parse(&cfg.callback_allow).map_err(ConfigError::from)?
     };
     let tokens = CallbackTokens::open(&cfg.data_dir)?;
     let client = ChainClient::new(&cfg.chain_url);

@@ -28,8 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::db::DbError;
 pub use crate::producer::BlockProducer;
-pub use crate::replay::{ReplayReport, replay_all, restore};
-pub use crate::services::{ChainServices, Head};
+pub use crate::replay::{ReplayReport, replay_all};
+pub use crate::services::{ChainServices, Head, restore};
 
 /// Node errors.
 #[derive(Debug, thiserror::Error)]

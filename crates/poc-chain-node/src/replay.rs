@@ -4,17 +4,19 @@
 use std::time::{Duration, Instant};
 
 use poc_chain::block::Block;
-use poc_chain::genesis::Genesis;
 use poc_chain::state::ChainState;
 
 use crate::NodeError;
 use crate::db::ChainDb;
 use crate::home;
-use crate::services::Head;
 
 /// Re-executes stored block `h` on `state` and checks the app hash against the stored
 /// result; returns the block.
-fn replay_block(db: &ChainDb, state: &mut ChainState, h: i64) -> Result<Block, NodeError> {
+pub(crate) fn replay_block(
+    db: &ChainDb,
+    state: &mut ChainState,
+    h: i64,
+) -> Result<Block, NodeError> {
     let block = db.block(h)?.ok_or_else(|| NodeError::BadBlock {
         height: h,
         msg: "missing from the log".into(),
@@ -32,27 +34,6 @@ fn replay_block(db: &ChainDb, state: &mut ChainState, h: i64) -> Result<Block, N
         });
     }
     Ok(block)
-}
-
-/// Restores the head from storage: the newest snapshot, then every later block replayed
-/// with its app hash checked against the stored result. Returns the head and how many
-/// blocks were replayed.
-pub fn restore(db: &ChainDb, genesis: &Genesis) -> Result<(Head, i64), NodeError> {
-    let mut state = match db.snapshot()? {
-        Some(s) => s,
-        None => ChainState::genesis_state(genesis),
-    };
-    let last = db.last_height()?;
-    let mut hash = match db.block(state.height)? {
-        Some(b) => b.header.hash(),
-        None => [0; 32],
-    };
-    let mut replayed = 0;
-    for h in state.height + 1..=last {
-        hash = replay_block(db, &mut state, h)?.header.hash();
-        replayed += 1;
-    }
-    Ok((Head { state, hash }, replayed))
 }
 
 /// A full replay from genesis.

@@ -14,8 +14,29 @@ use tokio::sync::watch;
 use crate::NodeError;
 use crate::db::{ChainDb, DbError};
 use crate::mempool::Mempool;
-use crate::replay::restore;
+use crate::replay::replay_block;
 use crate::status::ConsensusStatus;
+
+/// Restores the head from storage: the newest snapshot, then every later block replayed
+/// with its app hash checked against the stored result. Returns the head and how many
+/// blocks were replayed.
+pub fn restore(db: &ChainDb, genesis: &Genesis) -> Result<(Head, i64), NodeError> {
+    let mut state = match db.snapshot()? {
+        Some(s) => s,
+        None => ChainState::genesis_state(genesis),
+    };
+    let last = db.last_height()?;
+    let mut hash = match db.block(state.height)? {
+        Some(b) => b.header.hash(),
+        None => [0; 32],
+    };
+    let mut replayed = 0;
+    for h in state.height + 1..=last {
+        hash = replay_block(db, &mut state, h)?.header.hash();
+        replayed += 1;
+    }
+    Ok((Head { state, hash }, replayed))
+}
 
 /// The committed chain head.
 pub struct Head {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Decimal;
-use crate::params::InvalidParams;
+use crate::error::InvalidParams;
 
 /// `PoCGenerateWindDownFactor` and `PoCValidateWindDownFactor`.
 pub const WIND_DOWN_FACTOR: f64 = 0.8;

@@ -109,3 +109,21 @@ pub fn err(kind: ErrorKind, message: impl Into<String>) -> ChainError {
 
 /// Result alias.
 pub type ChainResult<T> = Result<T, ChainError>;
+
+/// A parameter set (or a genesis) that breaks one of its rules; the message names the
+/// field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParams(pub String);
+
+impl From<String> for InvalidParams {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for InvalidParams {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
-use crate::params::InvalidParams;
+use crate::error::InvalidParams;
 use crate::params::Params;
 use crate::records::{ActiveParticipant, EpochGroup, Participant, ParticipantStatus};
 use crate::state::ChainState;

@@ -4,24 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::Decimal;
 use crate::epoch::EpochParams;
-
-/// A parameter set (or a genesis) that breaks one of its rules; the message names the
-/// field and the rule.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidParams(pub String);
-
-impl From<String> for InvalidParams {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for InvalidParams {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
+pub use crate::error::InvalidParams;
 
 /// `PoCStatTestParams`: forwarded to ML nodes as `stat_test`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

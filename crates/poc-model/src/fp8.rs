@@ -17,8 +17,9 @@ use candle_core::{D, DType, Device, Tensor};
 use float8::F8E4M3;
 
 use crate::error::{ModelError, Result};
-use crate::quantize::E4M3_MAX;
 
+/// Largest finite FP8 e4m3 value.
+pub const E4M3_MAX: f32 = 448.0;
 /// How linear layers whose checkpoint weights are FP8 are kept and multiplied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fp8Path {

@@ -10,11 +10,9 @@ use float8::F8E4M3;
 use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
+use crate::fp8::E4M3_MAX;
 use crate::tensors::{RawTensor, write_safetensors};
 use crate::weights::Checkpoint;
-
-/// Largest finite FP8 e4m3 value.
-pub const E4M3_MAX: f32 = 448.0;
 
 /// What [`quantize_fp8`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

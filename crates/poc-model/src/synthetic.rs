@@ -15,8 +15,9 @@ use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::fp8::E4M3_MAX;
 use crate::fp8::Fp8Weight;
-use crate::quantize::{E4M3_MAX, is_quantized_weight};
+use crate::quantize::is_quantized_weight;
 use crate::tensors::{Init, RawTensor, init_values, tensor_specs};
 use crate::weights::WeightSource;
 

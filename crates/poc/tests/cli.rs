@@ -1,16 +1,13 @@
 //! End-to-end tests of the `poc` command line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn poc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poc"))
-        .args(args)
-        .output()
-        .expect("run poc")
-}
+mod common;
+
+use common::{json_out, poc, stderr};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -18,20 +15,6 @@ fn examples() -> PathBuf {
 
 fn example(name: &str) -> String {
     examples().join(name).to_str().unwrap().to_owned()
-}
-
-fn stdout_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "status {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
@@ -60,7 +43,7 @@ fn honest_participant_passes() {
         &example("received_honest.json"),
         &[],
     );
-    let v = stdout_json(&out);
+    let v = json_out(&out);
     assert_eq!(v["n_total"], 16);
     assert_eq!(v["n_mismatch"], 0);
     assert_eq!(v["mismatch_nonces"], serde_json::json!([]));
@@ -87,7 +70,7 @@ fn cheater_is_detected_and_exit_status_follows_the_flag() {
         &example("received_cheater.json"),
         &[],
     );
-    let v = stdout_json(&out);
+    let v = json_out(&out);
     assert_eq!(v["n_mismatch"], 3);
     assert_eq!(v["mismatch_nonces"], serde_json::json!([3, 8, 13]));
     assert_eq!(v["fraud_detected"], true);
@@ -115,14 +98,14 @@ fn thresholds_change_the_verdict() {
         &example("received_cheater.json"),
         &["--dist-threshold", "10"],
     );
-    assert_eq!(stdout_json(&out)["n_mismatch"], 0);
+    assert_eq!(json_out(&out)["n_mismatch"], 0);
     // With p_mismatch 0.5 three mismatches of 16 are not fraud.
     let out = compare(
         &example("computed.json"),
         &example("received_cheater.json"),
         &["--p-mismatch", "0.5"],
     );
-    let v = stdout_json(&out);
+    let v = json_out(&out);
     assert_eq!(v["n_mismatch"], 3);
     assert_eq!(v["fraud_detected"], false);
     // The chain's name for the cutoff is accepted as an alias.
@@ -131,7 +114,7 @@ fn thresholds_change_the_verdict() {
         &example("received_cheater.json"),
         &["--p-value-threshold", "1e-9"],
     );
-    assert_eq!(stdout_json(&out)["fraud_detected"], false);
+    assert_eq!(json_out(&out)["fraud_detected"], false);
 }
 
 #[test]
@@ -151,7 +134,7 @@ fn received_defects_count_as_mismatches() {
                           {"nonce": 3, "vector_b64": "AHwAPA=="}, {"nonce": 4, "vector_b64": "ADw="},
                           {"nonce": 5, "vector_b64": "ADwAPA=="}]}"#,
     );
-    let v = stdout_json(&compare(&computed, &received, &[]));
+    let v = json_out(&compare(&computed, &received, &[]));
     assert_eq!(v["n_total"], 5);
     assert_eq!(v["mismatch_nonces"], serde_json::json!([2, 3, 4]));
 }
@@ -255,7 +238,7 @@ fn project_reproduces_the_example_artifacts() {
         "--hidden",
         &example("hidden_states.json"),
     ]);
-    let got = stdout_json(&out);
+    let got = json_out(&out);
     let want: Value =
         serde_json::from_str(&std::fs::read_to_string(example("computed.json")).unwrap()).unwrap();
     assert_eq!(got, want);
@@ -287,7 +270,7 @@ fn project_matches_the_spec_end_to_end_vector() {
         "--hidden",
         &hidden,
     ]);
-    let v = stdout_json(&out);
+    let v = json_out(&out);
     assert_eq!(
         v["artifacts"][0]["vector_b64"],
         "kKyEuIe0YqdZNT+tezi3NPEyeqB0sFau"
@@ -345,9 +328,9 @@ fn project_rejects_bad_hidden_states() {
 
 #[test]
 fn rng_commands_print_the_spec_values() {
-    let v = stdout_json(&poc(&["rng", "seed", "TEST_BLOCK_test_pub_keys_nonce0"]));
+    let v = json_out(&poc(&["rng", "seed", "TEST_BLOCK_test_pub_keys_nonce0"]));
     assert_eq!(v["seed"], 1_589_641_989u32);
-    let v = stdout_json(&poc(&[
+    let v = json_out(&poc(&[
         "rng",
         "pick",
         "--block-hash",
@@ -365,7 +348,7 @@ fn rng_commands_print_the_spec_values() {
             58, 609, 1639, 2112, 2529, 3159, 3879, 4280, 4315, 4717, 5021, 427
         ])
     );
-    let v = stdout_json(&poc(&[
+    let v = json_out(&poc(&[
         "rng",
         "inputs",
         "--block-hash",
@@ -386,7 +369,7 @@ fn rng_commands_print_the_spec_values() {
     assert_eq!(v["seed"], 1_589_641_989u32);
     let x = v["values"][0].as_f64().unwrap();
     assert!((x - 1.204_049_7).abs() < 1e-6, "{x}");
-    let v = stdout_json(&poc(&[
+    let v = json_out(&poc(&[
         "rng",
         "householder",
         "--block-hash",

@@ -1,16 +1,13 @@
 //! `poc model ...` and `poc artifacts compute|bench` end to end on the tiny presets.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn poc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poc"))
-        .args(args)
-        .output()
-        .expect("run poc")
-}
+mod common;
+
+use common::{json_out, poc, stderr};
 
 /// Writes a preset checkpoint into `dir`.
 fn init(preset: &str, dir: &Path) {
@@ -22,20 +19,6 @@ fn init(preset: &str, dir: &Path) {
         "--out",
         s(dir),
     ]));
-}
-
-fn json_out(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "status {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn s(p: &Path) -> &str {

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::decimal::Decimal;
 use crate::epoch::EpochParams;
-use crate::params::InvalidParams;
+use crate::error::InvalidParams;
 use crate::params::{AccessParams, ConfirmationPocParams, Params, PocParams, StatTestParams};
 
 fn dec_to(d: &Option<Decimal>) -> Option<DecimalProto> {

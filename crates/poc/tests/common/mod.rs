@@ -1,7 +1,9 @@
-//! Helpers shared by the command-line tests: run `poc`, parse its JSON, pick a port,
-//! keep a `poc` process running for the length of a test.
+//! Helpers shared by the command-line tests: run `poc` (with or without input), read its
+//! JSON and its errors, pick a port, keep a `poc` process running for the length of a
+//! test.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
@@ -12,6 +14,29 @@ pub fn poc(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run poc")
+}
+
+/// Runs the `poc` binary with these arguments and `stdin` as its standard input.
+pub fn poc_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poc"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run poc");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A run's standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The JSON on stdout of a successful run (panics with stderr otherwise).
