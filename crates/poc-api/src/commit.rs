@@ -4,12 +4,13 @@
 //! distribution.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use poc_chain::api::{BroadcastMode, TxResponse};
 use poc_chain::error::ErrorKind;
 use poc_chain::msgs::{MlNodeWeight, Msg};
 use poc_chain_client::ClientError;
+use tokio::sync::watch;
 
 use crate::ApiNode;
 use crate::config::secs;
@@ -58,19 +59,18 @@ pub(crate) fn window_closed(r: &TxResponse) -> bool {
 impl ApiNode {
     /// One commit-worker tick (§6.6): carries out what [`plan_commits`] decides from
     /// the chain view, the store's count and the clock.
-    pub async fn commit_tick(self: &Arc<Self>) {
+    pub async fn commit_tick(self: &Arc<Self>, memo: &mut CommitMemo) {
         let Some(v) = self.view() else { return };
         let store = v
             .should_use_v2()
             .then(|| self.stores.get(v.current_stage().height() as u64).ok())
             .flatten();
-        let mut memo = self.commit.lock().await;
         let clock = CommitClock {
             now: Instant::now(),
             interval: secs(self.cfg.commit_interval_s),
             block_time: self.block_time(),
         };
-        let actions = plan_commits(&mut memo, &v, store.as_ref().map(|s| s.count()), clock);
+        let actions = plan_commits(memo, &v, store.as_ref().map(|s| s.count()), clock);
         let Some(store) = store else { return };
         for action in actions {
             match action {
@@ -93,7 +93,7 @@ impl ApiNode {
                             height: v.height,
                         });
                         let deadline = clock.now + window.time_left(v.height, clock.block_time);
-                        self.send_commit(&mut memo, stage, snap.count, root, window, deadline)
+                        self.send_commit(memo, stage, snap.count, root, window, deadline)
                             .await;
                     }
                 }
@@ -240,5 +240,23 @@ impl ApiNode {
         self.metrics.add(Count::DistributionsSent, 1);
         tracing::info!(stage, count = commit.count, "weight distribution sent");
         Ok(())
+    }
+}
+
+/// The commit worker: every 200 ms a commit tick, then the votes that are due (whether
+/// to send is decided from the chain's timing, [`crate::timing`]). It owns what it
+/// remembers of the stage; ends when `stop` changes.
+pub(crate) async fn worker(node: Arc<ApiNode>, mut stop: watch::Receiver<bool>) {
+    let mut memo = CommitMemo::default();
+    let mut iv = tokio::time::interval(Duration::from_millis(200));
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = iv.tick() => {
+                node.commit_tick(&mut memo).await;
+                node.flush_votes(false).await;
+            }
+        }
     }
 }

@@ -110,8 +110,6 @@ pub struct ApiNode {
     /// Proof requests allowed per client.
     limiter: server::ProofLimiter,
     pub(crate) proof_http: reqwest::Client,
-    commit: tokio::sync::Mutex<plan::CommitMemo>,
-    triggers: Mutex<plan::Triggers>,
     /// The generation the ML nodes are kept running.
     pub(crate) generation: generation::Keeper,
 }

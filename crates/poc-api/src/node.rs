@@ -17,7 +17,7 @@ use crate::metrics::Count;
 use crate::mlnodes::Broker;
 use crate::signers::SignerCache;
 use crate::timing::{BlockClock, VoteQueue};
-use crate::{ApiError, ApiNode, Metrics, generation, plan, server, tracker};
+use crate::{ApiError, ApiNode, Metrics, commit, generation, server, tracker};
 
 /// A running API node.
 pub struct RunningApi {
@@ -149,8 +149,6 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("HTTP client builds"),
-        commit: tokio::sync::Mutex::new(plan::CommitMemo::default()),
-        triggers: Mutex::new(plan::Triggers::default()),
         generation: generation::Keeper::default(),
         cfg,
     });
@@ -191,18 +189,9 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
         Arc::clone(&shared),
         stop_rx.clone(),
     )));
-    // Commits and votes are checked often; whether to send is decided from the chain's
-    // timing (`timing`).
-    tasks.push(tokio::spawn(periodic(
+    tasks.push(tokio::spawn(commit::worker(
         Arc::clone(&shared),
         stop_rx.clone(),
-        Duration::from_millis(200),
-        |st| {
-            Box::pin(async move {
-                st.commit_tick().await;
-                st.flush_votes(false).await;
-            })
-        },
     )));
     tasks.push(tokio::spawn(periodic(
         Arc::clone(&shared),

@@ -12,21 +12,18 @@ use crate::ApiNode;
 use crate::config::secs;
 use crate::mlnodes::GenerateRequest;
 use crate::phase::ChainView;
-use crate::plan::{self, Action, SeedHash, Trigger};
+use crate::plan::{self, Action, SeedHash, Trigger, Triggers};
 use crate::validator::{self, StageJob};
 
 impl ApiNode {
-    /// Plans the steps due at this view and starts them.
-    async fn on_view(self: &Arc<Self>, v: &ChainView) {
-        let actions = plan::plan(v, &mut self.triggers.lock().expect("triggers"));
-        for a in actions {
-            self.start(v, a).await;
+    /// Plans the steps due at this view and starts them; a step that cannot start is
+    /// forgotten in `triggers`, so the next view starts it again.
+    async fn on_view(self: &Arc<Self>, v: &ChainView, triggers: &mut Triggers) {
+        for a in plan::plan(v, triggers) {
+            if let Err(trigger) = self.start(v, a).await {
+                triggers.reset(trigger);
+            }
         }
-    }
-
-    /// Lets the next view start `trigger` again.
-    fn retry(&self, trigger: Trigger) {
-        self.triggers.lock().expect("triggers").reset(trigger);
     }
 
     async fn seed_hash(&self, seed: &SeedHash) -> Option<String> {
@@ -38,7 +35,7 @@ impl ApiNode {
 
     /// Carries out one planned step. Slow steps (generation and validation, which talk to
     /// the ML nodes) run on their own tasks: they must not hold up the tracker.
-    async fn start(self: &Arc<Self>, v: &ChainView, action: Action) {
+    async fn start(self: &Arc<Self>, v: &ChainView, action: Action) -> Result<(), Trigger> {
         let pp = &v.info.params.poc_params;
         match action {
             Action::SubmitSeed { epoch } => {
@@ -52,7 +49,7 @@ impl ApiNode {
                     Ok(r) => tracing::warn!(epoch, "seed rejected: {}", r.result.raw_log),
                     Err(e) => {
                         tracing::warn!(epoch, "seed not sent: {e}");
-                        self.retry(Trigger::Seed);
+                        return Err(Trigger::Seed);
                     }
                 }
             }
@@ -63,7 +60,7 @@ impl ApiNode {
                 expires,
             } => {
                 let Some(hash) = self.seed_hash(&seed).await else {
-                    return self.retry(trigger);
+                    return Err(trigger);
                 };
                 let spec = GenerateRequest {
                     block_hash: hash,
@@ -98,7 +95,7 @@ impl ApiNode {
                         };
                         tokio::spawn(validator::validate_stage(Arc::clone(self), job));
                     }
-                    _ => self.retry(trigger),
+                    _ => return Err(trigger),
                 }
             }
             Action::GenerateV1 {
@@ -108,7 +105,7 @@ impl ApiNode {
                 expires,
             } => match self.seed_hash(&seed).await {
                 Some(hash) => self.v1_start_generation(&hash, stage, expires).await,
-                None => self.retry(trigger),
+                None => return Err(trigger),
             },
             Action::ValidateV1 {
                 trigger,
@@ -125,10 +122,11 @@ impl ApiNode {
                             Arc::clone(self).v1_validate_stage(stage, seed, sampling, deadline),
                         );
                     }
-                    _ => self.retry(trigger),
+                    _ => return Err(trigger),
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -147,6 +145,7 @@ pub(crate) async fn tracker(st: Arc<ApiNode>, mut stop: watch::Receiver<bool>) {
     }
     st.broker.check_health().await;
     let mut last = -1;
+    let mut triggers = Triggers::default();
     loop {
         if let Ok(s) = st.io.client.status().await
             && s.height != last
@@ -164,7 +163,7 @@ pub(crate) async fn tracker(st: Arc<ApiNode>, mut stop: watch::Receiver<bool>) {
             };
             *st.view.write().expect("view lock") = Some(v.clone());
             st.tokens.prune(v.height);
-            st.on_view(&v).await;
+            st.on_view(&v, &mut triggers).await;
         }
         tokio::select! {
             _ = stop.changed() => return,
