@@ -214,7 +214,16 @@ async fn v1_round_batches_on_chain_and_cheaters_rejected() {
         "{} against an honest mean of {honest_mean}",
         cheater.committed_count
     );
-    assert_eq!(cheater.votes_valid, 0);
+    // Its fabricated nonces carry the distances of real ones, and a few of those pass
+    // `r_target` when recomputed, so one validator's 40-nonce sample can now and then
+    // look honest; the weighted vote must still reject it.
+    assert!(!cheater.accepted, "the inflating cheater was accepted");
+    assert!(
+        cheater.votes_invalid > cheater.votes_valid,
+        "{} invalid against {} valid votes",
+        cheater.votes_invalid,
+        cheater.votes_valid
+    );
     net.shutdown().await;
 }
 
