@@ -106,6 +106,7 @@ fn bench(c: &mut Criterion) {
                 keep_stages: 10,
                 proof_rate_per_sec: 1e9,
                 proof_rate_burst: 1e9,
+                trust_forwarded_headers: true,
                 callback_allow: vec![],
                 http: Default::default(),
                 v1: Default::default(),

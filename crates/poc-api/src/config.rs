@@ -159,6 +159,11 @@ pub struct ApiConfig {
     /// Burst of proof requests per client IP (reference: 30).
     #[serde(default = "default_burst")]
     pub proof_rate_burst: f64,
+    /// Take the client IP of a proof request from `X-Forwarded-For` / `X-Real-IP` when
+    /// present, as the reference does (right behind a reverse proxy). Turn off when the
+    /// public port is reachable directly, so a client cannot choose its own bucket.
+    #[serde(default = "yes")]
+    pub trust_forwarded_headers: bool,
     /// Networks the ML callback server accepts requests from (`10.0.0.0/8`,
     /// `192.168.1.7`, ...). Empty (the default): loopback and the ML nodes' addresses.
     #[serde(default)]
@@ -191,6 +196,9 @@ fn default_rate() -> f64 {
 }
 fn default_burst() -> f64 {
     30.0
+}
+fn yes() -> bool {
+    true
 }
 
 /// Seconds to a duration (clamped to ≥ 1 ms).
@@ -226,6 +234,7 @@ impl ApiConfig {
             keep_stages: default_keep(),
             proof_rate_per_sec: default_rate(),
             proof_rate_burst: default_burst(),
+            trust_forwarded_headers: true,
             callback_allow: Vec::new(),
             http: poc_http::HttpLimits::default(),
             validation: ValidationConfig::default(),

@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use poc_chain::decimal::Decimal;
 use poc_chain::slots;
+use poc_chain_client::ChainClient;
 use tokio::sync::Semaphore;
 
 use crate::ApiNode;
@@ -21,6 +22,7 @@ use crate::metrics::Count;
 use crate::mlnodes::StatTestRequest;
 use crate::proofs::{ProofRequest, ProofResponse, VerifiedSample, verify_response};
 use crate::sampling::sample_leaf_indices;
+use crate::signers::SignerCache;
 use crate::timing::Window;
 
 /// One stage to validate.
@@ -50,12 +52,18 @@ pub struct WorkItem {
     pub root: [u8; 32],
 }
 
-/// How fetching proofs failed.
+/// How fetching proofs failed (`docs/protocol/chain-and-api.md` §6.8). Only an answer
+/// that proves the participant wrong is a reason to vote invalid: a proof that does not
+/// lead to the committed root, missing or extra leaves, a malformed vector, a repeated
+/// nonce, or a response signed by a key that may not sign for it. Anything that leaves
+/// the validator without a usable answer (the network, the participant's URL, a body
+/// that is not a proof response, the chain's own query for the signer set) is retried
+/// and then abstained on, never voted against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
-    /// The participant answered wrongly: vote invalid.
+    /// The answer proves the participant wrong: vote invalid.
     Permanent(String),
-    /// Could not get an answer: retry, then abstain.
+    /// No usable answer: retry, then abstain.
     Transient(String),
 }
 
@@ -86,14 +94,14 @@ pub fn is_private(ip: IpAddr) -> bool {
 /// Refuses URLs that resolve to private targets unless allowed (SSRF guard).
 async fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), FetchError> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(FetchError::Permanent(format!(
+        return Err(FetchError::Transient(format!(
             "inference URL scheme {:?} is not http(s)",
             url.scheme()
         )));
     }
     let host = url
         .host_str()
-        .ok_or_else(|| FetchError::Permanent("inference URL has no host".into()))?;
+        .ok_or_else(|| FetchError::Transient("inference URL has no host".into()))?;
     if allow_private {
         return Ok(());
     }
@@ -107,7 +115,7 @@ async fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), Fet
         return Err(FetchError::Transient(format!("{host} resolves to nothing")));
     }
     if let Some(a) = addrs.iter().find(|a| is_private(a.ip())) {
-        return Err(FetchError::Permanent(format!(
+        return Err(FetchError::Transient(format!(
             "inference URL {url} resolves to the private address {} (set allow_private_targets for devnets)",
             a.ip()
         )));
@@ -144,14 +152,14 @@ impl ProofFetcher {
         signers: &[(String, Vec<u8>)],
     ) -> Result<VerifiedSample, FetchError> {
         let base = reqwest::Url::parse(&item.url).map_err(|e| {
-            FetchError::Permanent(format!("inference URL {:?} does not parse: {e}", item.url))
+            FetchError::Transient(format!("inference URL {:?} does not parse: {e}", item.url))
         })?;
         check_target(&base, self.allow_private).await?;
         let url = reqwest::Url::parse(&format!(
             "{}/v1/poc/proofs",
             base.as_str().trim_end_matches('/')
         ))
-        .map_err(|e| FetchError::Permanent(e.to_string()))?;
+        .map_err(|e| FetchError::Transient(e.to_string()))?;
         let req = ProofRequest::signed(
             &self.key,
             &self.validator,
@@ -177,7 +185,7 @@ impl ProofFetcher {
         }
         let limit = self.max_bytes;
         if resp.content_length().is_some_and(|l| l as usize > limit) {
-            return Err(FetchError::Permanent(format!(
+            return Err(FetchError::Transient(format!(
                 "proof response larger than {limit} bytes"
             )));
         }
@@ -195,7 +203,7 @@ impl ProofFetcher {
                 Ok(Ok(Some(c))) => {
                     body.extend_from_slice(&c);
                     if body.len() > limit {
-                        return Err(FetchError::Permanent(format!(
+                        return Err(FetchError::Transient(format!(
                             "proof response larger than {limit} bytes"
                         )));
                     }
@@ -203,11 +211,32 @@ impl ProofFetcher {
             }
         }
         let parsed: ProofResponse = serde_json::from_slice(&body)
-            .map_err(|e| FetchError::Permanent(format!("malformed proof response: {e}")))?;
+            .map_err(|e| FetchError::Transient(format!("malformed proof response: {e}")))?;
         verify_response(&parsed, stage, &item.root, item.count, indices, |a| {
             signers.iter().find(|(x, _)| x == a).map(|(_, k)| k.clone())
         })
         .map_err(|e| FetchError::Permanent(e.to_string()))
+    }
+}
+
+impl ProofFetcher {
+    /// Reads who may sign for the participant from the chain (through `cache`), then
+    /// fetches and verifies as [`ProofFetcher::fetch`]. A chain that cannot answer
+    /// leaves the validator without a way to check the answer: transient, no request
+    /// is sent.
+    pub async fn fetch_checked(
+        &self,
+        chain: &ChainClient,
+        cache: &SignerCache,
+        item: &WorkItem,
+        stage: i64,
+        indices: &[u32],
+    ) -> Result<VerifiedSample, FetchError> {
+        let signers = cache
+            .get(chain, &item.address)
+            .await
+            .map_err(|e| FetchError::Transient(format!("signers of {}: {e}", item.address)))?;
+        self.fetch(item, stage, indices, &signers).await
     }
 }
 
@@ -400,12 +429,10 @@ async fn validate_one(
         if !open() {
             break;
         }
-        let signers = st
-            .signers
-            .get(&st.io.client, &item.address)
+        let err = match fetcher
+            .fetch_checked(&st.io.client, &st.signers, item, stage, &indices)
             .await
-            .unwrap_or_default();
-        let err = match fetcher.fetch(item, stage, &indices, &signers).await {
+        {
             Ok(sample) => {
                 let n = nodes[counter.fetch_add(1, Ordering::SeqCst) % nodes.len()];
                 let node = st.broker.by_number(n).expect("known node");
@@ -503,13 +530,13 @@ mod tests {
     async fn targets_are_checked_before_any_request() {
         let u = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
         assert!(
-            matches!(check_target(&u, false).await, Err(FetchError::Permanent(m)) if m.contains("private"))
+            matches!(check_target(&u, false).await, Err(FetchError::Transient(m)) if m.contains("private"))
         );
         assert!(check_target(&u, true).await.is_ok());
         let u = reqwest::Url::parse("ftp://example.com/").unwrap();
         assert!(matches!(
             check_target(&u, true).await,
-            Err(FetchError::Permanent(_))
+            Err(FetchError::Transient(_))
         ));
     }
 }

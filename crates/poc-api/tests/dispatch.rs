@@ -72,6 +72,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
         keep_stages: 10,
         proof_rate_per_sec: 5.0,
         proof_rate_burst: 30.0,
+        trust_forwarded_headers: true,
         callback_allow: vec![],
         http: Default::default(),
         v1: Default::default(),

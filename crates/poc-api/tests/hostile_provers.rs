@@ -332,11 +332,13 @@ async fn hostile_provers_end_in_the_right_outcome() {
         "bad response signature",
     );
 
-    // Malformed JSON and oversized answers are permanent; slow ones and 5xx transient.
+    // Malformed JSON, oversized, slow and 5xx answers prove nothing: transient (retry,
+    // then abstain).
     let garbage = |_: &Tree, _: &ProofRequest| "{\"proofs\": [1, 2".into_response();
-    permanent(
-        run(Arc::clone(&tree), garbage, &idx, None, Duration::ZERO).await,
-        "malformed JSON",
+    let r = run(Arc::clone(&tree), garbage, &idx, None, Duration::ZERO).await;
+    assert!(
+        matches!(&r, Err(FetchError::Transient(m)) if m.contains("malformed")),
+        "malformed JSON: {r:?}"
     );
     let huge = |t: &Tree, r: &ProofRequest| {
         let mut items = t.items(&r.leaf_indices);
@@ -350,7 +352,7 @@ async fn hostile_provers_end_in_the_right_outcome() {
     };
     let r = run(Arc::clone(&tree), huge, &idx, None, Duration::ZERO).await;
     assert!(
-        matches!(&r, Err(FetchError::Permanent(m)) if m.contains("larger than")),
+        matches!(&r, Err(FetchError::Transient(m)) if m.contains("larger than")),
         "oversized response: {r:?}"
     );
     let r = run(Arc::clone(&tree), plain, &idx, None, Duration::from_secs(2)).await;
@@ -390,7 +392,7 @@ async fn private_targets_are_refused_without_a_request() {
     };
     let r = fetcher(false).fetch(&item, STAGE, &[1, 2], &[]).await;
     assert!(
-        matches!(&r, Err(FetchError::Permanent(m)) if m.contains("private")),
+        matches!(&r, Err(FetchError::Transient(m)) if m.contains("private")),
         "{r:?}"
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0, "no request was sent");
@@ -411,7 +413,7 @@ async fn private_targets_are_refused_without_a_request() {
     };
     assert!(matches!(
         fetcher(true).fetch(&bad, STAGE, &[1], &[]).await,
-        Err(FetchError::Permanent(_))
+        Err(FetchError::Transient(_))
     ));
     let ftp = WorkItem {
         url: "ftp://example.com".into(),
@@ -419,6 +421,101 @@ async fn private_targets_are_refused_without_a_request() {
     };
     assert!(matches!(
         fetcher(true).fetch(&ftp, STAGE, &[1], &[]).await,
-        Err(FetchError::Permanent(_))
+        Err(FetchError::Transient(_))
     ));
+}
+
+/// A chain REST server that answers the signer-set queries for `participant` (its key,
+/// a grantee that may sign for it) or, when `failing`, answers every query with 500.
+async fn chain(participant: &str, key: &PrivateKey, failing: bool) -> String {
+    use poc_chain::api::{Grantee, GranteesResponse, ParticipantInfo, ParticipantResponse};
+    let info = ParticipantResponse {
+        participant: ParticipantInfo {
+            address: participant.to_owned(),
+            pubkey: String::new(),
+            hex_pub_key: hex::encode([2u8; 33]),
+            inference_url: String::new(),
+            validator_key: String::new(),
+            status: "ACTIVE".into(),
+            confirmation_poc_ratio: String::new(),
+        },
+        pubkey: String::new(),
+    };
+    let grantees = GranteesResponse {
+        grantees: vec![Grantee {
+            address: key.address(),
+            pub_key: STANDARD.encode(key.public_key()),
+        }],
+    };
+    let app = if failing {
+        Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "store unavailable",
+            )
+                .into_response()
+        })
+    } else {
+        let p = poc_chain::api::PREFIX;
+        Router::new()
+            .route(
+                &format!("{p}/participant/{participant}"),
+                axum::routing::get(move || async move { axum::Json(info).into_response() }),
+            )
+            .route(
+                &format!("{p}/grantees_by_message_type/{{granter}}/{{*type_url}}"),
+                axum::routing::get(move || async move { axum::Json(grantees).into_response() }),
+            )
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// When the chain cannot say who may sign for the participant, a correctly signed answer
+/// cannot be checked: the validator abstains (transient, no request sent) instead of
+/// voting against it. With the chain answering, the same answer verifies.
+#[tokio::test]
+async fn a_failing_signer_query_is_an_abstention_not_an_invalid_vote() {
+    use poc_api::signers::SignerCache;
+    use poc_chain_client::ChainClient;
+    let tree = Arc::new(Tree::honest(20));
+    let t2 = Arc::clone(&tree);
+    let (url, hits) = prover(
+        Arc::new(move |r: &ProofRequest| {
+            json(&signed(
+                t2.items(&r.leaf_indices),
+                t2.root(),
+                20,
+                &server_key(),
+            ))
+        }),
+        Duration::ZERO,
+    )
+    .await;
+    let participant = PrivateKey::from_bytes(&[9u8; 32]).unwrap().address();
+    let item = WorkItem {
+        address: participant.clone(),
+        url,
+        hex_pub_key: String::new(),
+        count: 20,
+        root: tree.root(),
+    };
+    let down = ChainClient::new(&chain(&participant, &server_key(), true).await);
+    let r = fetcher(true)
+        .fetch_checked(&down, &SignerCache::default(), &item, STAGE, &[1, 5])
+        .await;
+    assert!(
+        matches!(&r, Err(FetchError::Transient(m)) if m.contains("signers")),
+        "{r:?}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "no request without signers");
+    let up = ChainClient::new(&chain(&participant, &server_key(), false).await);
+    let sample = fetcher(true)
+        .fetch_checked(&up, &SignerCache::default(), &item, STAGE, &[1, 5])
+        .await
+        .unwrap();
+    assert_eq!(sample.len(), 2);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 }

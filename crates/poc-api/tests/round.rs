@@ -139,6 +139,7 @@ async fn setup() -> Env {
             keep_stages: 10,
             proof_rate_per_sec: 5.0,
             proof_rate_burst: 30.0,
+            trust_forwarded_headers: true,
             callback_allow: vec![],
             http: Default::default(),
             v1: Default::default(),
@@ -485,6 +486,34 @@ async fn full_round_with_a_cheater_then_hostile_proof_requests() {
         }
     }
     assert!(limited > 0);
+    // Behind a proxy the client is the first X-Forwarded-For address (then X-Real-IP):
+    // another validator there has its own bucket; the limited one stays limited.
+    let via_proxy = |forwarded: &'static str, real: Option<&'static str>| {
+        let http = http.clone();
+        let url = format!("{base}/v1/poc/proofs");
+        async move {
+            let mut r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", forwarded);
+            if let Some(ip) = real {
+                r = r.header("x-real-ip", ip);
+            }
+            r.body("{}").send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(via_proxy("203.0.113.7, 127.0.0.1", None).await, 400);
+    assert_eq!(via_proxy("not an address", Some("198.51.100.4")).await, 400);
+    let mut proxied_limited = 0;
+    for _ in 0..40 {
+        if via_proxy("203.0.113.9", None).await == 429 {
+            proxied_limited += 1;
+        }
+    }
+    assert!(
+        proxied_limited > 0,
+        "one proxied client is limited on its own"
+    );
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()

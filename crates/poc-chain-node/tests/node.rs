@@ -180,6 +180,16 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
     let all = c.all_commits(s).await.unwrap();
     assert_eq!(all.commits.len(), 2);
     assert!(all.commits.iter().all(|e| e.hex_pub_key.len() == 66));
+    let bytes = |a: &str| poc_chain::address::decode(a).unwrap();
+    assert!(
+        bytes(&all.commits[0].participant_address) < bytes(&all.commits[1].participant_address),
+        "commits in address-byte order"
+    );
+    let ds = c.all_distributions(s).await.unwrap().distributions;
+    assert!(
+        bytes(&ds[0].participant_address) < bytes(&ds[1].participant_address),
+        "distributions in address-byte order"
+    );
     assert_eq!(
         c.distribution(s, &keys[1].address()).await.unwrap().weights[0].weight,
         30
@@ -296,6 +306,16 @@ async fn kill_and_restart_loses_no_committed_block_and_replays_to_the_same_hash(
     assert!(after.height >= before.height);
     let b = c.block(before.height).await.unwrap().unwrap();
     assert_eq!(b["block_id"]["hash"], before.hash);
+    // Block hashes are written as CometBFT writes them (the PoC seed is this string).
+    assert!(
+        before.hash.len() == 64
+            && before
+                .hash
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+        "{}",
+        before.hash
+    );
     for r in &included {
         assert_eq!(
             c.tx(&r.result.txhash).await.unwrap().unwrap().height,

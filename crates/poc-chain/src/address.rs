@@ -31,6 +31,18 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
     decode_with(s, ACCOUNT_HRP)
 }
 
+/// Orders two account addresses as the reference's store keys do: by the address bytes,
+/// not by their bech32 spelling (the bech32 alphabet is not in byte order). A string
+/// that is not an address sorts by its own bytes, after every address.
+pub fn cmp_bytes(a: &str, b: &str) -> std::cmp::Ordering {
+    match (decode(a), decode(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
 /// Whether `s` is a well-formed `gonka1…` account address.
 pub fn is_valid(s: &str) -> bool {
     decode(s).is_some()
@@ -66,6 +78,19 @@ pub fn to_account(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_sort_by_address_bytes_not_by_spelling() {
+        // 0x00… spells `gonka1qq…` and 0xff… `gonka1ll…`; 0x08… spells `gonka1pq…`, which
+        // sorts after `gonka1ll…` as a string ('p' > 'l') but before it as bytes.
+        let low = encode(&[0u8; 20]);
+        let mid = encode(&[0x08; 20]);
+        let high = encode(&[0xff; 20]);
+        assert!(mid > high, "{mid} {high}: the spelling order differs");
+        let mut v = vec![high.clone(), mid.clone(), "garbage".to_owned(), low.clone()];
+        v.sort_by(|a, b| cmp_bytes(a, b));
+        assert_eq!(v, [low, mid, high, "garbage".to_owned()]);
+    }
 
     #[test]
     fn derivation_matches_the_cosmos_rule() {

@@ -276,7 +276,7 @@ pub struct StatusResponse {
     /// Latest block height.
     #[serde(with = "crate::json::i64_string")]
     pub height: i64,
-    /// Its hash, hex.
+    /// Its hash, uppercase hex (as CometBFT writes block hashes).
     pub hash: String,
     /// Its time, unix seconds.
     #[serde(with = "crate::json::i64_string")]

@@ -53,6 +53,12 @@ pub struct EpochParams {
     pub poc_pruning_max: i64,
     /// Share of nodes that keep serving inference during PoC.
     pub poc_slot_allocation: Option<Decimal>,
+    /// Inference price unit (carried for the reference; not read here).
+    #[serde(default, with = "crate::json::i64_string")]
+    pub default_unit_of_compute_price: i64,
+    /// Confirmation PoC safety window (carried for the reference; not read here).
+    #[serde(default, with = "crate::json::i64_string")]
+    pub confirmation_poc_safety_window: i64,
 }
 
 impl Default for EpochParams {
@@ -72,6 +78,8 @@ impl Default for EpochParams {
             inference_pruning_max: 0,
             poc_pruning_max: 0,
             poc_slot_allocation: Some(Decimal::new(5, -1)),
+            default_unit_of_compute_price: 0,
+            confirmation_poc_safety_window: 0,
         }
     }
 }

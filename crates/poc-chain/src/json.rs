@@ -66,6 +66,36 @@ pub mod base64_bytes {
     }
 }
 
+/// A map of names to bytes as a JSON object of base64 strings.
+pub mod base64_map {
+    use std::collections::BTreeMap;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises as `{name: base64, …}`.
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k, STANDARD.encode(v))))
+    }
+
+    /// Parses `{name: base64, …}`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                let b = STANDARD.decode(&v).map_err(serde::de::Error::custom)?;
+                Ok((k, b))
+            })
+            .collect()
+    }
+}
+
 /// A map with composite keys as a JSON list of `[key, value]` pairs (JSON objects only
 /// allow string keys). Order is the map's, so the encoding is canonical.
 pub mod entries {

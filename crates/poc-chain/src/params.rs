@@ -126,22 +126,70 @@ impl Default for ConfirmationPocParams {
     }
 }
 
-/// Guardians and the participant blocklist/allowlist.
+/// `GenesisGuardianParams`: the guardians that break vote ties (§5.2). The two
+/// network-maturity fields are carried for the reference; this chain does not read them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessParams {
-    /// Guardian account addresses (tie-break of votes).
+pub struct GenesisGuardianParams {
+    /// Total network power from which the network counts as mature.
+    #[serde(default, with = "crate::json::i64_string")]
+    pub network_maturity_threshold: i64,
+    /// Height from which the network counts as mature.
+    #[serde(default, with = "crate::json::i64_string")]
+    pub network_maturity_min_height: i64,
+    /// Guardian validator-operator (or account) addresses.
+    #[serde(default)]
     pub guardian_addresses: Vec<String>,
-    /// Whether the guardian tie-break is enabled.
-    pub genesis_guardian_enabled: bool,
+}
+
+/// `ParticipantAccessParams`: the blocklist and whether the allowlist applies. The two
+/// height fields are carried for the reference; this chain does not read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantAccessParams {
+    /// No new participants below this height (0: none).
+    #[serde(default, with = "crate::json::i64_string")]
+    pub new_participant_registration_start_height: i64,
     /// Participants whose votes and v1 batches are refused.
+    #[serde(default)]
     pub blocked_participant_addresses: Vec<String>,
-    /// When set, only listed participants get PoC weight.
+    /// When set, only allowlisted participants get PoC weight.
+    #[serde(default)]
     pub use_participant_allowlist: bool,
+    /// The allowlist applies below this height (0: always).
+    #[serde(default, with = "crate::json::i64_string")]
+    pub participant_allowlist_until_block_height: i64,
+}
+
+/// What this chain governs in its parameters that the reference keeps elsewhere: the
+/// guardian switch (a genesis-only parameter there) and the allowlist itself (a store
+/// of its own there, with messages to edit it). Proto field 1000 of `Params`, which the
+/// reference does not use (`docs/chain.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionParams {
+    /// Whether the guardian tie-break is enabled.
+    #[serde(default)]
+    pub genesis_guardian_enabled: bool,
     /// The allowlist.
+    #[serde(default)]
     pub allowed_participant_addresses: Vec<String>,
 }
 
-/// Everything `MsgUpdateParams` can set.
+/// Sections of the reference's parameter set this chain does not interpret
+/// (`validation_params`, `tokenomics_params`, ...), kept as their encoded protobuf by
+/// section name, so that an update carries them through unchanged. Base64 in JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CarriedParams(
+    #[serde(with = "crate::json::base64_map")] pub std::collections::BTreeMap<String, Vec<u8>>,
+);
+
+impl CarriedParams {
+    /// Whether nothing is carried.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Everything `MsgUpdateParams` can set, under the reference's section names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
     /// Epoch timeline.
@@ -149,8 +197,18 @@ pub struct Params {
     pub poc_params: PocParams,
     /// Confirmation PoC.
     pub confirmation_poc_params: ConfirmationPocParams,
-    /// Guardians and access lists.
-    pub access_params: AccessParams,
+    /// Guardians.
+    #[serde(default)]
+    pub genesis_guardian_params: GenesisGuardianParams,
+    /// Blocklist and allowlist switch.
+    #[serde(default)]
+    pub participant_access_params: ParticipantAccessParams,
+    /// This chain's own additions.
+    #[serde(default)]
+    pub extension_params: ExtensionParams,
+    /// The reference's sections this chain does not interpret.
+    #[serde(default, skip_serializing_if = "CarriedParams::is_empty")]
+    pub carried: CarriedParams,
 }
 
 impl Params {

@@ -1,8 +1,7 @@
-//! Protobuf wire types (prost). The PoC messages use the reference's package
-//! `inference.inference`, message names and field numbers; authz messages follow
-//! `cosmos.authz.v1beta1`. `EpochParams` and `PocParams` keep the reference's field
-//! numbers; the enclosing `Params`, `MsgSubmitSeed` and the transaction envelope are this
-//! chain's own (documented in `docs/chain.md`).
+//! Protobuf wire types (prost). The PoC messages and `Params` use the reference's
+//! package `inference.inference`, message names and field numbers; authz messages follow
+//! `cosmos.authz.v1beta1`. `MsgSubmitSeed`, `Params` field 1000 and the transaction
+//! envelope are this chain's own (documented in `docs/chain.md`).
 
 use prost::Message;
 
@@ -193,6 +192,7 @@ pmsg!(
         epoch_length: i64 = (int64, tag = "1"),
         epoch_multiplier: i64 = (int64, tag = "2"),
         epoch_shift: i64 = (int64, tag = "3"),
+        default_unit_of_compute_price: i64 = (int64, tag = "4"),
         poc_stage_duration: i64 = (int64, tag = "5"),
         poc_exchange_duration: i64 = (int64, tag = "6"),
         poc_validation_delay: i64 = (int64, tag = "7"),
@@ -203,6 +203,7 @@ pmsg!(
         inference_pruning_max: i64 = (int64, tag = "12"),
         poc_pruning_max: i64 = (int64, tag = "13"),
         poc_slot_allocation: Option<DecimalProto> = (message, optional, tag = "14"),
+        confirmation_poc_safety_window: i64 = (int64, tag = "15"),
     }
 );
 pmsg!(
@@ -214,13 +215,14 @@ pmsg!(
     }
 );
 pmsg!(
-    /// `inference.inference.PocParams` (reference field numbers; 5 `model_params` is
-    /// deprecated and not carried).
+    /// `inference.inference.PocParams` (reference field numbers; 5, the deprecated v1
+    /// `model_params`, is carried as its bytes).
     PocParamsProto {
         default_difficulty: i32 = (int32, tag = "1"),
         validation_sample_size: i32 = (int32, tag = "2"),
         poc_data_pruning_epoch_threshold: u64 = (uint64, tag = "3"),
         weight_scale_factor: Option<DecimalProto> = (message, optional, tag = "4"),
+        model_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "5"),
         model_id: String = (string, tag = "6"),
         seq_len: i64 = (int64, tag = "7"),
         poc_v2_enabled: bool = (bool, tag = "8"),
@@ -240,22 +242,49 @@ pmsg!(
     }
 );
 pmsg!(
-    /// Participant access and guardians.
-    AccessParamsProto {
-        guardian_addresses: Vec<String> = (string, repeated, tag = "1"),
-        genesis_guardian_enabled: bool = (bool, tag = "2"),
-        blocked_participant_addresses: Vec<String> = (string, repeated, tag = "3"),
-        use_participant_allowlist: bool = (bool, tag = "4"),
-        allowed_participant_addresses: Vec<String> = (string, repeated, tag = "5"),
+    /// `inference.inference.GenesisGuardianParams`.
+    GenesisGuardianParamsProto {
+        network_maturity_threshold: i64 = (int64, tag = "1"),
+        network_maturity_min_height: i64 = (int64, tag = "2"),
+        guardian_addresses: Vec<String> = (string, repeated, tag = "3"),
     }
 );
 pmsg!(
-    /// The parameters this chain governs.
+    /// `inference.inference.ParticipantAccessParams`.
+    ParticipantAccessParamsProto {
+        new_participant_registration_start_height: i64 = (int64, tag = "1"),
+        blocked_participant_addresses: Vec<String> = (string, repeated, tag = "2"),
+        use_participant_allowlist: bool = (bool, tag = "3"),
+        participant_allowlist_until_block_height: i64 = (int64, tag = "4"),
+    }
+);
+pmsg!(
+    /// This chain's additions (`Params` field 1000, unused by the reference).
+    ExtensionParamsProto {
+        genesis_guardian_enabled: bool = (bool, tag = "1"),
+        allowed_participant_addresses: Vec<String> = (string, repeated, tag = "2"),
+    }
+);
+pmsg!(
+    /// `inference.inference.Params`, with the reference's field numbers. Sections this
+    /// chain does not interpret are declared as bytes: a length-delimited message reads
+    /// and writes the same as bytes, so they pass through unchanged.
     ParamsProto {
         epoch_params: Option<EpochParamsProto> = (message, optional, tag = "1"),
+        validation_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "2"),
         poc_params: Option<PocParamsProto> = (message, optional, tag = "3"),
-        confirmation_poc_params: Option<ConfirmationParamsProto> = (message, optional, tag = "4"),
-        access_params: Option<AccessParamsProto> = (message, optional, tag = "5"),
+        tokenomics_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "4"),
+        collateral_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "5"),
+        bitcoin_reward_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "6"),
+        dynamic_pricing_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "7"),
+        bandwidth_limits_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "8"),
+        confirmation_poc_params: Option<ConfirmationParamsProto> = (message, optional, tag = "9"),
+        genesis_guardian_params: Option<GenesisGuardianParamsProto> = (message, optional, tag = "10"),
+        developer_access_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "11"),
+        participant_access_params: Option<ParticipantAccessParamsProto> = (message, optional, tag = "12"),
+        transfer_agent_access_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "13"),
+        subnet_escrow_params: Option<Vec<u8>> = (bytes = "vec", optional, tag = "14"),
+        extension_params: Option<ExtensionParamsProto> = (message, optional, tag = "1000"),
     }
 );
 pmsg!(

@@ -202,9 +202,10 @@ pub fn calculate_v2(
 impl ChainState {
     /// Guardians for the tie-break, as account addresses.
     pub fn guardian_rules(&self) -> Option<Vec<String>> {
-        let a = &self.params.access_params;
-        a.genesis_guardian_enabled.then(|| {
-            a.guardian_addresses
+        let p = &self.params;
+        p.extension_params.genesis_guardian_enabled.then(|| {
+            p.genesis_guardian_params
+                .guardian_addresses
                 .iter()
                 .filter_map(|g| address::to_account(g))
                 .collect()
@@ -213,8 +214,12 @@ impl ChainState {
 
     /// Whether the allowlist admits `addr`.
     pub fn is_allowed(&self, addr: &str) -> bool {
-        let a = &self.params.access_params;
-        !a.use_participant_allowlist || a.allowed_participant_addresses.iter().any(|x| x == addr)
+        let p = &self.params;
+        !p.participant_access_params.use_participant_allowlist
+            || p.extension_params
+                .allowed_participant_addresses
+                .iter()
+                .any(|x| x == addr)
     }
 
     /// Validator weights of the effective epoch's group.

@@ -237,7 +237,7 @@ fn validations_v2_skip_duplicates_and_bad_entries() {
 fn blocked_validators_are_rejected() {
     let blocked = common::key("participant-0").address();
     let mut net = Net::new(2, |p| {
-        p.access_params.blocked_participant_addresses = vec![blocked]
+        p.participant_access_params.blocked_participant_addresses = vec![blocked]
     });
     net.run_to(S1 + 5);
     assert_eq!(net.send(0, net.votes(0, S1, &[(1, 1)])).code, 1155);
@@ -856,7 +856,10 @@ fn handler_level_checks_below_the_transaction_layer() {
         net.state.deliver(&at(12), &m).unwrap_err().kind.code(),
         1145
     );
-    net.state.params.access_params.blocked_participant_addresses = vec![net.addr(0)];
+    net.state
+        .params
+        .participant_access_params
+        .blocked_participant_addresses = vec![net.addr(0)];
     assert_eq!(
         net.state
             .deliver(&at(12), &batch(10, "e"))
@@ -867,7 +870,7 @@ fn handler_level_checks_below_the_transaction_layer() {
     );
     net.state
         .params
-        .access_params
+        .participant_access_params
         .blocked_participant_addresses
         .clear();
     // V1 validations in the confirmation VALIDATION window.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -74,12 +74,38 @@ impl ProofLimiter {
     }
 }
 
+/// The client a request is counted against, as the reference's HTTP server finds it
+/// (`docs/protocol/chain-and-api.md` §6.7): the first address of `X-Forwarded-For`, else
+/// `X-Real-IP`, else the TCP peer. Behind a reverse proxy the peer is the proxy, so keying
+/// on it would put every validator into one bucket. With `trust_headers` off (a node
+/// reachable without a proxy, where a client could pick its own header) only the peer
+/// counts. A header that is not an IP address is passed over.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_headers: bool) -> IpAddr {
+    if !trust_headers {
+        return peer;
+    }
+    let parse = |v: &str| {
+        let v = v.trim();
+        v.parse::<IpAddr>()
+            .or_else(|_| v.trim_start_matches('[').trim_end_matches(']').parse())
+            .or_else(|_| v.parse::<SocketAddr>().map(|a| a.ip()))
+            .ok()
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("x-forwarded-for")
+        .and_then(|v| parse(v.split(',').next().unwrap_or_default()))
+        .or_else(|| header("x-real-ip").and_then(parse))
+        .unwrap_or(peer)
+}
+
 pub(super) async fn proofs(
     State(st): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r = proofs_inner(&st, peer, &body).await;
+    let client = client_ip(&headers, peer.ip(), st.cfg.trust_forwarded_headers);
+    let r = proofs_inner(&st, client, &body).await;
     match &r {
         Ok(_) => st.metrics.add(Count::ProofRequestsServed, 1),
         Err(_) => st.metrics.add(Count::ProofRequestsRejected, 1),
@@ -87,7 +113,7 @@ pub(super) async fn proofs(
     match r {
         Ok(resp) => axum::Json(resp).into_response(),
         Err((code, msg)) => {
-            tracing::debug!(%peer, "proof request refused ({code}): {msg}");
+            tracing::debug!(%peer, %client, "proof request refused ({code}): {msg}");
             reply(code, msg)
         }
     }
@@ -95,11 +121,11 @@ pub(super) async fn proofs(
 
 async fn proofs_inner(
     st: &Arc<ApiNode>,
-    peer: SocketAddr,
+    client: IpAddr,
     body: &[u8],
 ) -> Result<ProofResponse, (StatusCode, String)> {
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-    if !st.limiter.allow(peer.ip()) {
+    if !st.limiter.allow(client) {
         return Err((
             StatusCode::TOO_MANY_REQUESTS,
             "rate limit exceeded; slow down".into(),
@@ -243,6 +269,58 @@ mod tests {
         for (rate, burst) in [(1e9, 1e9), (1e-300, 1.0), (f64::INFINITY, f64::NAN)] {
             let l = ProofLimiter::new(rate, burst);
             assert!(l.allow("127.0.0.1".parse().unwrap()));
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_first_forwarded_address_then_the_real_ip_then_the_peer() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "10.0.0.1"),
+            (&[("x-forwarded-for", "203.0.113.7")], "203.0.113.7"),
+            (
+                &[("x-forwarded-for", " 203.0.113.7 , 10.1.1.1")],
+                "203.0.113.7",
+            ),
+            (
+                &[("x-forwarded-for", "[2001:db8::5], 10.1.1.1")],
+                "2001:db8::5",
+            ),
+            (&[("x-real-ip", "198.51.100.4")], "198.51.100.4"),
+            (
+                &[
+                    ("x-forwarded-for", "203.0.113.7"),
+                    ("x-real-ip", "198.51.100.4"),
+                ],
+                "203.0.113.7",
+            ),
+            (
+                &[
+                    ("x-forwarded-for", "garbage"),
+                    ("x-real-ip", "198.51.100.4"),
+                ],
+                "198.51.100.4",
+            ),
+            (&[("x-real-ip", "[2001:db8::9]")], "2001:db8::9"),
+            (&[("x-real-ip", "198.51.100.4:443")], "198.51.100.4"),
+            (
+                &[("x-forwarded-for", ""), ("x-real-ip", "nope")],
+                "10.0.0.1",
+            ),
+        ];
+        for (pairs, want) in cases {
+            let h = headers(pairs);
+            assert_eq!(client_ip(&h, peer, true), ip(want), "{pairs:?}");
+            assert_eq!(client_ip(&h, peer, false), peer, "{pairs:?} untrusted");
         }
     }
 }

@@ -30,7 +30,7 @@ async fn block_at(s: &ChainServices, h: i64) -> Result<Response, ApiError> {
     };
     match db_read {
         (Some(b), Some(r)) => Ok(axum::Json(
-            json!({"block_id": {"hash": hex::encode(b.header.hash())}, "block": b, "result": r}),
+            json!({"block_id": {"hash": hex::encode_upper(b.header.hash())}, "block": b, "result": r}),
         )
         .into_response()),
         _ => Err(not_found(format!("no block at height {h}"))),

@@ -134,7 +134,7 @@ pub(super) async fn status(State(s): S) -> R<NodeStatus> {
         chain: StatusResponse {
             chain_id: head.state.chain_id.clone(),
             height: head.state.height,
-            hash: hex::encode(head.hash),
+            hash: hex::encode_upper(head.hash),
             time: head.state.time,
             app_hash: head.state.app_hash,
             mempool_size: s.mempool.lock().expect("mempool lock").len(),

@@ -1,6 +1,9 @@
 //! PoC state queries: store commits, distributions, batches, validations, events, snapshots.
+//! Lists of commits and distributions come in the reference's order, by address bytes
+//! (`docs/protocol/chain-and-api.md` §3).
 
 use axum::extract::{Path, State};
+use poc_chain::address;
 use poc_chain::api::*;
 use poc_chain::state::ChainState;
 
@@ -65,6 +68,7 @@ pub(super) async fn all_commits(State(s): S, Path(h): Path<String>) -> R<AllComm
             hex_pub_key: hex,
         });
     }
+    commits.sort_by(|x, y| address::cmp_bytes(&x.participant_address, &y.participant_address));
     ok(AllCommitsResponse { commits })
 }
 
@@ -74,7 +78,7 @@ pub(super) async fn all_distributions(
 ) -> R<AllDistributionsResponse> {
     let h = height(&h)?;
     let head = s.head();
-    let distributions = head
+    let mut distributions: Vec<DistributionEntry> = head
         .state
         .distributions
         .range((h, String::new())..)
@@ -84,6 +88,8 @@ pub(super) async fn all_distributions(
             weights: d.weights.clone(),
         })
         .collect();
+    distributions
+        .sort_by(|x, y| address::cmp_bytes(&x.participant_address, &y.participant_address));
     ok(AllDistributionsResponse { distributions })
 }
 

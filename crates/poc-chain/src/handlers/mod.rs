@@ -153,7 +153,7 @@ impl ChainState {
     pub(crate) fn require_not_blocked(&self, addr: &str) -> ChainResult<()> {
         let blocked = self
             .params
-            .access_params
+            .participant_access_params
             .blocked_participant_addresses
             .iter()
             .any(|a| a == addr);
