@@ -39,6 +39,11 @@ pub enum ClientError {
         /// Parser message.
         msg: String,
     },
+    /// The signing key has no account on the chain, so nothing it signs is accepted.
+    #[error(
+        "{0} has no account on the chain: add it to genesis, or have the participant grant it its messages"
+    )]
+    NoAccount(String),
 }
 
 impl ClientError {
@@ -48,6 +53,8 @@ impl ClientError {
             Self::Http { .. } => true,
             Self::Status { status, .. } => *status >= 500,
             Self::Decode { .. } => false,
+            // A grant to the key opens its account.
+            Self::NoAccount(_) => true,
         }
     }
 
@@ -258,9 +265,13 @@ impl ChainClient {
         Self::opt(self.q(&format!("/epoch_group/{epoch}")).await).await
     }
 
-    /// `GET /accounts/{addr}`.
-    pub async fn account(&self, addr: &str) -> Result<AccountResponse, ClientError> {
-        self.get(&format!("/accounts/{addr}")).await
+    /// `GET /cosmos/auth/v1beta1/accounts/{addr}`: the account's number and next
+    /// sequence; `None` when the address has no account.
+    pub async fn account(&self, addr: &str) -> Result<Option<BaseAccount>, ClientError> {
+        let r = self
+            .get::<AccountResponse>(&format!("/cosmos/auth/v1beta1/accounts/{addr}"))
+            .await;
+        Ok(Self::opt(r).await?.map(|r| r.account))
     }
 
     /// `GET /blocks/{h}` as JSON.
@@ -299,7 +310,8 @@ pub struct TxSigner {
     client: ChainClient,
     key: PrivateKey,
     chain_id: Mutex<Option<String>>,
-    sequence: Mutex<Option<u64>>,
+    /// `(account number, next sequence)`.
+    account: Mutex<Option<(u64, u64)>>,
 }
 
 impl TxSigner {
@@ -309,7 +321,7 @@ impl TxSigner {
             client,
             key,
             chain_id: Mutex::new(None),
-            sequence: Mutex::new(None),
+            account: Mutex::new(None),
         }
     }
 
@@ -339,27 +351,38 @@ impl TxSigner {
             }
             c.clone().expect("set")
         };
-        let mut seq = self.sequence.lock().await;
+        let mut acc = self.account.lock().await;
         for attempt in 0..2 {
-            if seq.is_none() || attempt > 0 {
-                *seq = Some(self.client.account(&self.key.address()).await?.sequence);
+            if acc.is_none() || attempt > 0 {
+                let a = self.key.address();
+                let b = self
+                    .client
+                    .account(&a)
+                    .await?
+                    .ok_or(ClientError::NoAccount(a))?;
+                *acc = Some((b.account_number, b.sequence));
             }
-            let s = seq.expect("set");
-            let bytes = tx::sign(&self.key, &chain_id, s, msgs);
+            let (number, s) = acc.expect("set");
+            let signer = tx::SignerData {
+                chain_id: &chain_id,
+                account_number: number,
+                sequence: s,
+            };
+            let bytes = tx::sign(&self.key, &signer, msgs);
             let r = self.client.broadcast(bytes, mode).await?;
             if r.result.code == 32 && r.result.codespace == "sdk" && attempt == 0 {
                 continue;
             }
             if r.result.code == 0 || r.height > 0 {
-                *seq = Some(s + 1);
+                *acc = Some((number, s + 1));
             }
             return Ok(r);
         }
         unreachable!("the loop returns on its second attempt")
     }
 
-    /// Forgets the cached sequence (next send reads it from the chain).
+    /// Forgets the cached account (next send reads it from the chain).
     pub async fn reset(&self) {
-        *self.sequence.lock().await = None;
+        *self.account.lock().await = None;
     }
 }

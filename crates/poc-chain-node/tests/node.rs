@@ -251,14 +251,34 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
         .await
         .unwrap();
     assert_eq!(r.result.code, 2);
+    let acc = c.account(&keys[0].address()).await.unwrap().unwrap();
+    assert_eq!(
+        acc.account_number, 0,
+        "genesis accounts are numbered in order"
+    );
+    let other = tx::SignerData {
+        chain_id: "other",
+        account_number: acc.account_number,
+        sequence: acc.sequence,
+    };
     let r = c
         .broadcast(
-            tx::sign(&keys[0], "other", 0, &[TxMsg::Direct(seed(0))]),
+            tx::sign(&keys[0], &other, &[TxMsg::Direct(seed(0))]),
             BroadcastMode::Sync,
         )
         .await
         .unwrap();
-    assert_eq!(r.result.code, 41);
+    // Signed for another chain: the signature does not verify here.
+    assert_eq!((r.result.code, r.result.codespace.as_str()), (4, "sdk"));
+    assert!(
+        r.result.raw_log.contains("chain-id"),
+        "{}",
+        r.result.raw_log
+    );
+    assert!(
+        c.account(&key("nobody").address()).await.unwrap().is_none(),
+        "no account without genesis or a grant"
+    );
     // Looking a transaction up by hash.
     let found = c.tx(&b.result.txhash).await.unwrap().unwrap();
     assert_eq!(found.height, b.height);
@@ -333,7 +353,14 @@ async fn kill_and_restart_loses_no_committed_block_and_replays_to_the_same_hash(
     );
     // The sequence survived too: a fresh signer reads it and goes through.
     let signer = TxSigner::new(c.clone(), keys[0].clone());
-    assert_eq!(c.account(&keys[0].address()).await.unwrap().sequence, 5);
+    assert_eq!(
+        c.account(&keys[0].address())
+            .await
+            .unwrap()
+            .unwrap()
+            .sequence,
+        5
+    );
     let r = signer
         .send(
             &[TxMsg::Direct(Msg::SubmitNewParticipant {

@@ -66,7 +66,12 @@ fn blocks(c: &mut Criterion) {
                 count: 1000,
                 root_hash: vec![7; 32],
             };
-            tx::sign(k, "bench", 0, &[TxMsg::Direct(m)])
+            let signer = tx::SignerData {
+                chain_id: "bench",
+                account_number: state.account_number(&k.address()).unwrap(),
+                sequence: 0,
+            };
+            tx::sign(k, &signer, &[TxMsg::Direct(m)])
         })
         .collect();
     let block: Block = state.build_block([1; 32], state.time + 1, commits.clone());
@@ -95,7 +100,12 @@ fn blocks(c: &mut Criterion) {
                     })
                     .collect(),
             };
-            tx::sign(k, "bench", 1, &[TxMsg::Direct(m)])
+            let signer = tx::SignerData {
+                chain_id: "bench",
+                account_number: state.account_number(&k.address()).unwrap(),
+                sequence: 1,
+            };
+            tx::sign(k, &signer, &[TxMsg::Direct(m)])
         })
         .collect();
     // Votes need the validation window: move a copy of the state there.

@@ -98,30 +98,37 @@ impl ChainState {
     }
 }
 
-/// The stateful checks shared by CheckTx and DeliverTx; `expected_sequence` is the
-/// account's next sequence (the mempool passes its own view).
+/// The stateful checks shared by CheckTx and DeliverTx, in the order of the SDK's ante
+/// handler: timeout height, the signer's account, sequence, signature (over the sign doc
+/// with this chain's id and the account's number), then who may act for whom.
+/// `expected_sequence` is the account's next sequence (the mempool passes its own view);
+/// `height` is the block the transaction would be in.
 pub fn authenticate(
     state: &ChainState,
     tx: &Tx,
     expected_sequence: u64,
+    height: i64,
     verifier: &dyn SignatureVerifier,
 ) -> ChainResult<String> {
-    if tx.chain_id != state.chain_id {
+    if tx.timeout_height != 0 && height > 0 && height as u64 > tx.timeout_height {
         return Err(err(
-            ErrorKind::InvalidChainId,
+            ErrorKind::TxTimeoutHeight,
             format!(
-                "transaction is for chain {:?}, this is {:?}",
-                tx.chain_id, state.chain_id
+                "block height: {height}, timeout height: {}: tx timeout height",
+                tx.timeout_height
             ),
         ));
     }
-    if !crate::keys::valid_pubkey(&tx.pub_key) {
-        return Err(err(
-            ErrorKind::InvalidPubKey,
-            "pub_key must be a 33-byte compressed secp256k1 key",
-        ));
-    }
     let signer = tx.signer();
+    let Some(account_number) = state.account_number(&signer) else {
+        return Err(err(
+            ErrorKind::UnknownAddress,
+            format!(
+                "account {signer} not found: an account exists once it is in genesis or \
+                 has been granted a message type"
+            ),
+        ));
+    };
     if tx.sequence != expected_sequence {
         return Err(err(
             ErrorKind::WrongSequence,
@@ -131,10 +138,18 @@ pub fn authenticate(
             ),
         ));
     }
-    if !verifier.verify(&tx.pub_key, &tx.sign_digest(), &tx.signature) {
+    if !verifier.verify(
+        &tx.pub_key,
+        &tx.sign_digest(&state.chain_id, account_number),
+        &tx.signature,
+    ) {
         return Err(err(
             ErrorKind::Unauthorized,
-            "signature verification failed: check the key, chain id and sequence",
+            format!(
+                "signature verification failed; please verify account number \
+                 ({account_number}), sequence ({}) and chain-id ({})",
+                tx.sequence, state.chain_id
+            ),
         ));
     }
     for m in &tx.msgs {
@@ -190,8 +205,8 @@ pub fn check_tx(
         let tx = tx::decode(bytes)?;
         let seq = expected_sequence
             .unwrap_or_else(|| state.sequences.get(&tx.signer()).copied().unwrap_or(0));
-        let signer = authenticate(state, &tx, seq, verifier)?;
         let next = state.height + 1;
+        let signer = authenticate(state, &tx, seq, next, verifier)?;
         for m in tx.inner() {
             state.ante_check(next, m)?;
         }
@@ -215,7 +230,7 @@ pub fn deliver_tx(
         Err(e) => return TxResult::new(bytes, Err(e)),
     };
     let seq = state.sequences.get(&tx.signer()).copied().unwrap_or(0);
-    let signer = match authenticate(state, &tx, seq, verifier) {
+    let signer = match authenticate(state, &tx, seq, ctx.height, verifier) {
         Ok(s) => s,
         Err(e) => return TxResult::new(bytes, Err(e)),
     };

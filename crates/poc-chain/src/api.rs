@@ -258,15 +258,39 @@ pub struct SnapshotJson {
     pub exchange_end_timestamp: i64,
 }
 
-/// `GET /accounts/{addr}`.
+/// `GET /cosmos/auth/v1beta1/accounts/{address}`, as the SDK's gRPC gateway answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountResponse {
+    pub account: BaseAccount,
+}
+
+/// Type URL of `cosmos.auth.v1beta1.BaseAccount`.
+pub const BASE_ACCOUNT: &str = "/cosmos.auth.v1beta1.BaseAccount";
+
+/// `cosmos.auth.v1beta1.BaseAccount` in its JSON form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseAccount {
+    /// [`BASE_ACCOUNT`].
+    #[serde(rename = "@type")]
+    pub type_url: String,
     pub address: String,
-    /// Key, hex (empty until known).
-    pub hex_pub_key: String,
+    /// `None` until the chain has seen the key (genesis or a signed transaction).
+    pub pub_key: Option<PubKeyJson>,
+    /// The number every signature of this account commits to.
+    #[serde(with = "crate::json::u64_string")]
+    pub account_number: u64,
     /// Next sequence.
     #[serde(with = "crate::json::u64_string")]
     pub sequence: u64,
+}
+
+/// A public key in the SDK's JSON (`{"@type": "/cosmos.crypto.secp256k1.PubKey", "key": base64}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PubKeyJson {
+    #[serde(rename = "@type")]
+    pub type_url: String,
+    /// Compressed key, base64.
+    pub key: String,
 }
 
 /// `GET /status`.

@@ -41,14 +41,18 @@ pub enum ErrorKind {
     Unauthorized,
     /// Governance messages from anyone but the authority (`ErrInvalidSigner`).
     InvalidSigner,
-    /// Unknown message type (SDK `ErrUnknownRequest`, 6).
-    UnknownRequest,
+    /// `sdk` 9: the signer has no account.
+    UnknownAddress,
+    /// `sdk` 21: the transaction is larger than the chain accepts.
+    TxTooLarge,
+    /// `sdk` 30: the transaction's timeout height has passed.
+    TxTimeoutHeight,
+    /// `sdk` 31: the body carries extension options.
+    UnknownExtensionOptions,
     /// `sdk` 2: the transaction bytes do not decode.
     TxDecode,
     /// `sdk` 32: the account sequence does not match.
     WrongSequence,
-    /// `sdk` 41: the transaction is for another chain.
-    InvalidChainId,
     /// `sdk` 8: the public key is malformed.
     InvalidPubKey,
 }
@@ -70,10 +74,12 @@ impl ErrorKind {
             Self::InvalidRequest => 18,
             Self::Unauthorized => 4,
             Self::InvalidSigner => 1101,
-            Self::UnknownRequest => 6,
+            Self::UnknownAddress => 9,
+            Self::TxTooLarge => 21,
+            Self::TxTimeoutHeight => 30,
+            Self::UnknownExtensionOptions => 31,
             Self::TxDecode => 2,
             Self::WrongSequence => 32,
-            Self::InvalidChainId => 41,
             Self::InvalidPubKey => 8,
         }
     }
@@ -83,10 +89,12 @@ impl ErrorKind {
         match self {
             Self::InvalidRequest
             | Self::Unauthorized
-            | Self::UnknownRequest
+            | Self::UnknownAddress
+            | Self::TxTooLarge
+            | Self::TxTimeoutHeight
+            | Self::UnknownExtensionOptions
             | Self::TxDecode
             | Self::WrongSequence
-            | Self::InvalidChainId
             | Self::InvalidPubKey => "sdk",
             _ => "inference",
         }

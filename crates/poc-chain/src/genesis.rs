@@ -135,6 +135,7 @@ impl ChainState {
                 poc_start_block_height: 0,
             },
             accounts: BTreeMap::new(),
+            account_numbers: BTreeMap::new(),
             sequences: BTreeMap::new(),
             participants: BTreeMap::new(),
             grants: BTreeMap::new(),
@@ -157,6 +158,7 @@ impl ChainState {
         }
         let mut group = EpochGroup::default();
         for p in &g.participants {
+            s.ensure_account(&p.address);
             s.accounts.insert(p.address.clone(), p.hex_pub_key.clone());
             s.participants.insert(
                 p.address.clone(),
@@ -183,6 +185,8 @@ impl ChainState {
                 ml_nodes: vec![],
             });
         }
+        // The governance authority signs parameter updates: it has the next account.
+        s.ensure_account(&g.authority.clone());
         s.epoch_groups.insert(0, group);
         s
     }

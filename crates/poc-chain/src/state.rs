@@ -46,6 +46,10 @@ pub struct ChainState {
     pub latest_epoch: Epoch,
     /// Account public keys (hex), learned from genesis and signed transactions.
     pub accounts: BTreeMap<String, String>,
+    /// Account numbers (`x/auth`): an account exists once it has one. Given in genesis
+    /// order, then to each new grantee of a grant, never reused.
+    #[serde(default)]
+    pub account_numbers: BTreeMap<String, u64>,
     /// Next expected transaction sequence per account.
     pub sequences: BTreeMap<String, u64>,
     /// Registered participants.
@@ -124,6 +128,17 @@ impl ChainState {
                     .is_some_and(|e| e.event_sequence == 0))
     }
 
+    /// The account number of `addr`, if it has an account.
+    pub fn account_number(&self, addr: &str) -> Option<u64> {
+        self.account_numbers.get(addr).copied()
+    }
+
+    /// Opens an account for `addr` unless it has one: the next account number.
+    pub fn ensure_account(&mut self, addr: &str) -> u64 {
+        let next = self.account_numbers.len() as u64;
+        *self.account_numbers.entry(addr.to_owned()).or_insert(next)
+    }
+
     /// Whether `grantee` may send `type_url` for `granter`.
     pub fn is_granted(&self, granter: &str, grantee: &str, type_url: &str) -> bool {
         self.grants
@@ -146,6 +161,7 @@ impl ChainState {
             effective_epoch,
             latest_epoch,
             accounts,
+            account_numbers,
             sequences,
             participants,
             grants,
@@ -172,6 +188,7 @@ impl ChainState {
             effective_epoch,
             latest_epoch,
             accounts,
+            account_numbers,
             sequences,
             participants,
             grants: Entries(grants),
@@ -207,6 +224,7 @@ struct Commitment<'a> {
     effective_epoch: &'a Epoch,
     latest_epoch: &'a Epoch,
     accounts: &'a BTreeMap<String, String>,
+    account_numbers: &'a BTreeMap<String, u64>,
     sequences: &'a BTreeMap<String, u64>,
     participants: &'a BTreeMap<String, Participant>,
     grants: Entries<'a, (String, String, String), ()>,

@@ -1,10 +1,15 @@
-//! Bytes made by an implementation we did not write: `fixtures/reference_params.hex` is a
+//! Bytes made by implementations we did not write. `fixtures/reference_params.hex` is a
 //! `MsgUpdateParams` encoded by Google's protobuf runtime from the reference's field
-//! numbers (`scripts/wire/make_params_fixture.py`, `scripts/wire/params.proto`).
+//! numbers (`scripts/wire/make_params_fixture.py`, `scripts/wire/params.proto`);
+//! `fixtures/reference_tx.txt` holds a Cosmos SDK transaction built and signed with
+//! cosmpy's protobuf definitions and signer (`scripts/wire/make_tx_fixture.py`).
+
+mod common;
 
 use poc_chain::decimal::Decimal;
 use poc_chain::msgs::Msg;
 use poc_chain::proto::{Any, from_any, to_any};
+use poc_chain::tx::{self, SignerData, TxMsg};
 
 fn fixture() -> Vec<u8> {
     hex::decode(include_str!("fixtures/reference_params.hex").trim()).unwrap()
@@ -89,4 +94,69 @@ fn a_reference_update_params_is_read_field_for_field_and_written_back_unchanged(
     let json = serde_json::to_string(&**params).unwrap();
     let back: poc_chain::params::Params = serde_json::from_str(&json).unwrap();
     assert_eq!(&back, &**params);
+}
+
+fn tx_fixture(name: &str) -> String {
+    include_str!("fixtures/reference_tx.txt")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} missing from the fixture"))
+        .to_owned()
+}
+
+/// A `TxRaw` signed by cosmpy is accepted as it is, and our signer, given the same
+/// messages, account and sequence, writes the very same bytes: the same body, auth info,
+/// sign doc and (RFC 6979) signature, so what we sign decodes and verifies by the Cosmos
+/// rule wherever that transaction does.
+#[test]
+fn a_cosmos_sdk_transaction_is_accepted_and_ours_are_the_same_bytes() {
+    let key = common::key("participant-0");
+    let warm = common::key("warm-0");
+    assert_eq!(tx_fixture("granter"), key.address(), "address derivation");
+    assert_eq!(tx_fixture("grantee"), warm.address());
+    let commit = Msg::PocV2StoreCommit {
+        creator: key.address(),
+        poc_stage_start_block_height: 983_040,
+        count: 1234,
+        root_hash: (0..32).collect(),
+    };
+    assert_eq!(
+        hex::encode(to_any(&commit).value),
+        tx_fixture("store_commit_msg")
+    );
+
+    let theirs = hex::decode(tx_fixture("grant_tx")).unwrap();
+    let grant = |t: &str| {
+        TxMsg::Direct(Msg::Grant {
+            granter: key.address(),
+            grantee: warm.address(),
+            msg_type_url: t.into(),
+        })
+    };
+    let ours = tx::sign(
+        &key,
+        &SignerData {
+            chain_id: "poc-test",
+            account_number: 0,
+            sequence: 0,
+        },
+        &[
+            grant("/inference.inference.MsgPoCV2StoreCommit"),
+            grant("/inference.inference.MsgMLNodeWeightDistribution"),
+        ],
+    );
+    assert_eq!(hex::encode(&ours), hex::encode(&theirs));
+
+    let mut net = common::Net::new(2, |_| {});
+    assert_eq!(net.state.account_number(&key.address()), Some(0));
+    let r = net.block(vec![theirs]).tx_results.remove(0);
+    assert_eq!(r.code, 0, "{r:?}");
+    for t in [
+        "/inference.inference.MsgPoCV2StoreCommit",
+        "/inference.inference.MsgMLNodeWeightDistribution",
+    ] {
+        assert!(net.state.is_granted(&key.address(), &warm.address(), t));
+    }
+    assert_eq!(net.state.sequences[&key.address()], 1);
+    assert!(net.state.account_number(&warm.address()).is_some());
 }

@@ -9,7 +9,7 @@ use poc_chain::block::Block;
 use poc_chain::keys::FreshVerifier;
 use poc_chain::msgs::{MlNodeWeight, Msg, ValidationPayloadV2};
 use poc_chain::state::ChainState;
-use poc_chain::tx::{self, TxMsg};
+use poc_chain::tx::TxMsg;
 use proptest::prelude::*;
 
 fn check_invariants(s: &ChainState) {
@@ -230,7 +230,7 @@ fn build(net: &Net, a: &Action, stage: i64) -> Vec<u8> {
             } else {
                 TxMsg::Direct(m)
             };
-            tx::sign(key, "poc-test", seq, &[msg])
+            net.sign_seq(key, seq, &[msg])
         }
     }
 }

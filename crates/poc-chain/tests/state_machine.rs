@@ -137,9 +137,8 @@ fn store_commit_windows_and_rules() {
         vec![TxMsg::Direct(net.commit(1, S1, 5))],
     );
     let seq = net.state.sequences.get(&net.addr(1)).copied().unwrap_or(0);
-    let t2 = tx::sign(
+    let t2 = net.sign_seq(
         &net.keys[1],
-        "poc-test",
         seq + 1,
         &[TxMsg::Direct(net.commit(1, S1, 6))],
     );
@@ -157,15 +156,9 @@ fn commit_count_must_increase_and_one_per_block() {
     assert_eq!(net.send(0, net.commit(0, S1, 5)).code, 1137); // not increasing
     assert_eq!(net.send(0, net.commit(0, S1, 4)).code, 1137);
     let seq = net.state.sequences[&net.addr(0)];
-    let a = tx::sign(
+    let a = net.sign_seq(&net.keys[0], seq, &[TxMsg::Direct(net.commit(0, S1, 7))]);
+    let b = net.sign_seq(
         &net.keys[0],
-        "poc-test",
-        seq,
-        &[TxMsg::Direct(net.commit(0, S1, 7))],
-    );
-    let b = tx::sign(
-        &net.keys[0],
-        "poc-test",
         seq + 1,
         &[TxMsg::Direct(net.commit(0, S1, 8))],
     );
@@ -314,73 +307,123 @@ fn ante_rules_reject_in_checktx_only() {
 
 #[test]
 fn transactions_are_authenticated_and_bad_ones_change_nothing() {
+    use cosmos_sdk_proto::cosmos::tx::v1beta1::{TxBody, TxRaw};
+    use cosmos_sdk_proto::prost::Message;
     let mut net = Net::new(2, |_| {});
     net.run_to(S1);
     let k0 = net.keys[0].clone();
     let seed = net.seed(0, 1);
     let good = || TxMsg::Direct(seed.clone());
+    let number = net.state.account_number(&k0.address()).unwrap();
+    let at = |chain_id: &'static str, account_number: u64, sequence: u64| tx::SignerData {
+        chain_id,
+        account_number,
+        sequence,
+    };
+    let body = |messages, timeout_height| TxBody {
+        messages,
+        timeout_height,
+        ..TxBody::default()
+    };
+    let seed_any = || {
+        let a = poc_chain::proto::to_any(&seed);
+        cosmos_sdk_proto::Any {
+            type_url: a.type_url,
+            value: a.value,
+        }
+    };
+    let mut tampered = tx::sign(&k0, &at("poc-test", number, 0), &[good()]);
+    let mut raw = TxRaw::decode(tampered.as_slice()).unwrap();
+    raw.signatures[0][10] ^= 1;
+    tampered = raw.encode_to_vec();
+    let mut two_sigs =
+        TxRaw::decode(tx::sign(&k0, &at("poc-test", number, 0), &[good()]).as_slice()).unwrap();
+    two_sigs.signatures.push(vec![0; 64]);
+    let oversized = body(
+        vec![cosmos_sdk_proto::Any {
+            type_url: "/inference.inference.MsgSubmitSeed".into(),
+            value: vec![0; tx::MAX_TX_BYTES],
+        }],
+        0,
+    );
     let cases: Vec<(Vec<u8>, u32, &str)> = vec![
         (
-            tx::sign(&k0, "other-chain", 0, &[good()]),
-            41,
+            tx::sign(&k0, &at("other-chain", number, 0), &[good()]),
+            4,
             "wrong chain id",
         ),
         (
-            tx::sign(&k0, "poc-test", 7, &[good()]),
-            32,
-            "stale sequence",
+            tx::sign(&k0, &at("poc-test", number + 1, 0), &[good()]),
+            4,
+            "wrong account number",
         ),
         (
-            tx::sign(&net.keys[1], "poc-test", 0, &[good()]),
+            tx::sign(&k0, &at("poc-test", number, 7), &[good()]),
+            32,
+            "sequence ahead",
+        ),
+        (
+            tx::sign(&net.keys[1], &at("poc-test", 1, 0), &[good()]),
             4,
             "signed by another key",
         ),
-        (b"\x0a\xff\xff garbage".to_vec(), 2, "malformed bytes"),
-        (Vec::new(), 18, "empty"),
+        (tampered, 4, "bad signature"),
+        (two_sigs.encode_to_vec(), 4, "two signatures"),
+        (
+            tx::sign(&common::key("nobody"), &at("poc-test", 0, 0), &[good()]),
+            9,
+            "a key without an account",
+        ),
+        (
+            tx::sign_body(
+                &k0,
+                &at("poc-test", number, 0),
+                &body(
+                    vec![cosmos_sdk_proto::Any {
+                        type_url: "/cosmos.bank.v1beta1.MsgSend".into(),
+                        value: vec![],
+                    }],
+                    0,
+                ),
+            ),
+            2,
+            "unknown type URL",
+        ),
+        (
+            tx::sign_body(&k0, &at("poc-test", number, 0), &body(vec![seed_any()], 3)),
+            30,
+            "timeout height passed",
+        ),
+        (
+            tx::sign_body(&k0, &at("poc-test", number, 0), &oversized),
+            21,
+            "oversized",
+        ),
+        (b"\x0a\xff\xff garbage".to_vec(), 2, "garbage bytes"),
+        (Vec::new(), 2, "empty"),
     ];
     for (bytes, code, what) in cases {
         let before = net.state.clone();
         let r = net.block(vec![bytes]).tx_results.remove(0);
         assert_eq!(r.code, code, "{what}: {r:?}");
+        assert_eq!(r.codespace, "sdk", "{what}");
         assert!(!r.raw_log.is_empty());
         assert_eq!(net.state.seeds, before.seeds, "{what}");
         assert_eq!(net.state.sequences, before.sequences, "{what}");
+        assert_eq!(net.state.account_numbers, before.account_numbers, "{what}");
     }
-    // A tampered signature.
-    let mut t = tx::sign(&k0, "poc-test", 0, &[good()]);
-    let n = t.len();
-    t[n - 1] ^= 1;
-    assert_eq!(net.block(vec![t]).tx_results[0].code, 4);
-    // Unknown message type.
-    let unknown = poc_chain::proto::TxProto {
-        chain_id: "poc-test".into(),
-        pub_key: k0.public_key(),
-        sequence: 0,
-        messages: vec![poc_chain::proto::Any {
-            type_url: "/cosmos.bank.v1beta1.MsgSend".into(),
-            value: vec![],
-        }],
-        signature: vec![0; 64],
-    };
-    use prost::Message;
-    assert_eq!(
-        net.block(vec![unknown.encode_to_vec()]).tx_results[0].code,
-        6
+    // Finally a good one works, with sequence 0 still unused, and a timeout height
+    // still ahead is fine.
+    let ok = tx::sign_body(
+        &k0,
+        &at("poc-test", number, 0),
+        &body(vec![seed_any()], net.h() as u64 + 5),
     );
-    // Finally a good one works, with sequence 0 still unused.
-    let r = net
-        .block(vec![tx::sign(&k0, "poc-test", 0, &[good()])])
-        .tx_results
-        .remove(0);
+    let r = net.block(vec![ok.clone()]).tx_results.remove(0);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(net.state.sequences[&net.addr(0)], 1);
     // Replaying the same bytes fails on the sequence.
-    assert_eq!(
-        net.block(vec![tx::sign(&k0, "poc-test", 0, &[good()])])
-            .tx_results[0]
-            .code,
-        32
-    );
+    assert_eq!(net.block(vec![ok]).tx_results[0].code, 32);
 }
 
 #[test]
@@ -392,12 +435,12 @@ fn operational_key_acts_through_msg_exec_after_a_grant() {
         msgs: vec![net.commit(0, S1, 9)],
     };
     net.run_to(S1);
-    assert_eq!(net.send_with(&warm, exec(&net)).code, 4, "no grant yet");
-    // A direct message for someone else is rejected too.
+    // Before any grant the key has no account, so nothing it signs is accepted.
+    assert_eq!(net.send_with(&warm, exec(&net)).code, 9, "no grant yet");
     assert_eq!(
         net.send_with(&warm, TxMsg::Direct(net.commit(0, S1, 9)))
             .code,
-        4
+        9
     );
     let grants: Vec<Msg> = OPERATIONAL_PERMISSIONS
         .iter()
@@ -417,6 +460,10 @@ fn operational_key_acts_through_msg_exec_after_a_grant() {
         &warm.address(),
         "/inference.inference.MsgPoCV2StoreCommit"
     ));
+    assert!(
+        net.state.account_number(&warm.address()).is_some(),
+        "the grant opened its account"
+    );
     assert_eq!(net.send_with(&warm, exec(&net)).code, 0);
     assert_eq!(net.state.commits[&(S1, net.addr(0))].count, 9);
     // Not granted for participant 1.

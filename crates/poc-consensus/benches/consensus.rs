@@ -114,16 +114,16 @@ impl Cluster {
 
     /// `per` store commits from every participant, signed in sequence.
     fn commits(&mut self, per: usize) -> Vec<Vec<u8>> {
-        let stage = self
-            .services(0)
-            .head()
-            .state
-            .upcoming_ctx()
-            .unwrap()
-            .start_of_poc();
+        let head = self.services(0).head();
+        let stage = head.state.upcoming_ctx().unwrap().start_of_poc();
+        let numbers: Vec<u64> = self
+            .participants
+            .iter()
+            .map(|k| head.state.account_number(&k.address()).unwrap())
+            .collect();
         let mut out = Vec::new();
         for _ in 0..per {
-            for i in 0..PARTICIPANTS {
+            for (i, &account_number) in numbers.iter().enumerate() {
                 self.counts[i] += 100;
                 let m = Msg::PocV2StoreCommit {
                     creator: self.participants[i].address(),
@@ -131,10 +131,14 @@ impl Cluster {
                     count: self.counts[i],
                     root_hash: vec![i as u8; 32],
                 };
+                let signer = tx::SignerData {
+                    chain_id: "poc-traffic",
+                    account_number,
+                    sequence: self.sequences[i],
+                };
                 out.push(tx::sign(
                     &self.participants[i],
-                    "poc-traffic",
-                    self.sequences[i],
+                    &signer,
                     &[TxMsg::Direct(m)],
                 ));
                 self.sequences[i] += 1;

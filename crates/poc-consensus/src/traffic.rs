@@ -138,12 +138,12 @@ impl Traffic {
                     self.counts.insert((i, stage), commit_count);
                 }
                 self.sent.insert(key, ());
-                let t = tx::sign(
-                    &self.keys[i],
-                    &g.chain_id,
-                    self.sequences[i],
-                    &[TxMsg::Direct(m)],
-                );
+                let signer = tx::SignerData {
+                    chain_id: &g.chain_id,
+                    account_number: state.account_number(&me).unwrap_or(0),
+                    sequence: self.sequences[i],
+                };
+                let t = tx::sign(&self.keys[i], &signer, &[TxMsg::Direct(m)]);
                 self.sequences[i] += 1;
                 out.push(t);
                 break;

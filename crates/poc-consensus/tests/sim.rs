@@ -61,7 +61,8 @@ fn genesis(validators: &[ed25519::PrivateKey], accounts: &[PrivateKey]) -> Genes
     }
 }
 
-/// A grant transaction: distinct per `(i, n)`, valid at any height for sequence `n`.
+/// A grant transaction: distinct per `(i, n)`, valid at any height for sequence `n`,
+/// from the first genesis participant (account number 0).
 fn grant_tx(chain_id: &str, from: &PrivateKey, n: u64) -> Vec<u8> {
     let grantee = account(&format!("grantee-{n}")).address();
     let m = TxMsg::Direct(Msg::Grant {
@@ -69,7 +70,12 @@ fn grant_tx(chain_id: &str, from: &PrivateKey, n: u64) -> Vec<u8> {
         grantee,
         msg_type_url: "/inference.inference.MsgPoCV2StoreCommit".into(),
     });
-    tx::sign(from, chain_id, n, &[m])
+    let signer = tx::SignerData {
+        chain_id,
+        account_number: 0,
+        sequence: n,
+    };
+    tx::sign(from, &signer, &[m])
 }
 
 struct Cluster {

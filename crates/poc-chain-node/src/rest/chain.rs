@@ -118,13 +118,29 @@ pub(super) async fn epoch_group(State(s): S, Path(epoch): Path<String>) -> R<Epo
     })
 }
 
+/// `GET /cosmos/auth/v1beta1/accounts/{address}`: 404 (gRPC `NotFound`, 5) for an
+/// address without an account, as the SDK answers.
 pub(super) async fn account(State(s): S, Path(a): Path<String>) -> R<AccountResponse> {
     let a = addr(&a)?;
     let head = s.head();
+    let st = &head.state;
+    let Some(number) = st.account_number(&a) else {
+        return Err(not_found(format!(
+            "rpc error: code = NotFound desc = account {a} not found: key not found"
+        )));
+    };
+    let (b64, _) = keys(st, &a);
     ok(AccountResponse {
-        hex_pub_key: keys(&head.state, &a).1,
-        sequence: head.state.sequences.get(&a).copied().unwrap_or(0),
-        address: a,
+        account: BaseAccount {
+            type_url: BASE_ACCOUNT.into(),
+            pub_key: (!b64.is_empty()).then(|| PubKeyJson {
+                type_url: poc_chain::tx::SECP256K1_PUBKEY.into(),
+                key: b64,
+            }),
+            account_number: number,
+            sequence: st.sequences.get(&a).copied().unwrap_or(0),
+            address: a,
+        },
     })
 }
 

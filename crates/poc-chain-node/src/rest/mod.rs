@@ -133,7 +133,7 @@ pub fn router(services: Arc<ChainServices>) -> Router {
             get(chain::grantees),
         )
         .route(&p("/epoch_group/{epoch}"), get(chain::epoch_group))
-        .route("/accounts/{addr}", get(chain::account))
+        .route("/cosmos/auth/v1beta1/accounts/{addr}", get(chain::account))
         .route("/status", get(chain::status))
         .route("/metrics", get(metrics::metrics))
         .route("/blocks/latest", get(blocks::latest_block))

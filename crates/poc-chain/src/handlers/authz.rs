@@ -25,6 +25,9 @@ impl ChainState {
             (granter.to_owned(), grantee.to_owned(), type_url.to_owned()),
             (),
         );
+        // A grantee signs `MsgExec`s, so it needs an account; on the reference chain the
+        // transfer that funds it opens one (this chain has no bank module).
+        self.ensure_account(grantee);
         Ok(())
     }
 

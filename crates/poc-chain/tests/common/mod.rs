@@ -94,7 +94,21 @@ impl Net {
             .get(&key.address())
             .copied()
             .unwrap_or(0);
-        tx::sign(key, &self.state.chain_id, seq, &msgs)
+        self.sign_seq(key, seq, &msgs)
+    }
+
+    /// Signs `msgs` with `key` at sequence `seq`, for this chain and the key's account.
+    pub fn sign_seq(&self, key: &PrivateKey, seq: u64, msgs: &[TxMsg]) -> Vec<u8> {
+        tx::sign(key, &self.signer(key, seq), msgs)
+    }
+
+    /// What `key` signs at sequence `seq` on this chain (account 0 if it has none).
+    pub fn signer(&self, key: &PrivateKey, seq: u64) -> tx::SignerData<'_> {
+        tx::SignerData {
+            chain_id: &self.state.chain_id,
+            account_number: self.state.account_number(&key.address()).unwrap_or(0),
+            sequence: seq,
+        }
     }
 
     /// Executes one block with these transactions.
@@ -134,7 +148,7 @@ impl Net {
             let seq = seqs
                 .entry(i)
                 .or_insert_with(|| self.state.sequences.get(&k.address()).copied().unwrap_or(0));
-            txs.push(tx::sign(k, &self.state.chain_id, *seq, &[TxMsg::Direct(m)]));
+            txs.push(self.sign_seq(k, *seq, &[TxMsg::Direct(m)]));
             *seq += 1;
         }
         self.block(txs).tx_results
