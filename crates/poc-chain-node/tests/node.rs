@@ -104,6 +104,68 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
         .unwrap();
     assert_eq!(g.grantees.len(), 1);
     assert_eq!(g.grantees[0].address, warm.address());
+    // The same through the SDK's own queries: grants, the transaction, its block.
+    let q: serde_json::Value = c
+        .get(&format!(
+            "/cosmos/authz/v1beta1/grants?granter={}&grantee={}&msg_type_url=/inference.inference.MsgPoCV2StoreCommit",
+            keys[0].address(),
+            warm.address()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        q["grants"][0]["authorization"],
+        serde_json::json!({"@type": "/cosmos.authz.v1beta1.GenericAuthorization", "msg": "/inference.inference.MsgPoCV2StoreCommit"})
+    );
+    let by: serde_json::Value = c
+        .get(&format!(
+            "/cosmos/authz/v1beta1/grants/grantee/{}",
+            warm.address()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        by["grants"].as_array().unwrap().len(),
+        OPERATIONAL_PERMISSIONS.len()
+    );
+    assert_eq!(by["grants"][0]["granter"], keys[0].address());
+    let t: serde_json::Value = c
+        .get(&format!("/cosmos/tx/v1beta1/txs/{}", r.result.txhash))
+        .await
+        .unwrap();
+    assert_eq!(t["tx_response"]["height"], r.height.to_string());
+    let blk: serde_json::Value = c
+        .get(&format!(
+            "/cosmos/base/tendermint/v1beta1/blocks/{}",
+            r.height
+        ))
+        .await
+        .unwrap();
+    assert_eq!(blk["block"]["header"]["height"], r.height.to_string());
+    assert!(
+        blk["block"]["header"]["time"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let txs = blk["block"]["data"]["txs"].as_array().unwrap();
+    let ours = txs.iter().any(|x| {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(x.as_str().unwrap())
+            .unwrap();
+        tx::tx_hash(&b) == r.result.txhash
+    });
+    assert!(ours, "the block carries the transaction");
+    let latest: serde_json::Value = c
+        .get("/cosmos/base/tendermint/v1beta1/blocks/latest")
+        .await
+        .unwrap();
+    assert!(
+        latest["block_id"]["hash"]
+            .as_str()
+            .is_some_and(|h| h.len() == 44)
+    );
 
     let warm_signer = TxSigner::new(c.clone(), warm.clone());
     let p1 = TxSigner::new(c.clone(), keys[1].clone());

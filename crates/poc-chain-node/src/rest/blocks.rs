@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{ApiError, BLOCK_MODE_TIMEOUT, R, S, bad, height, internal, not_found, ok};
 use crate::ChainServices;
 
-fn db(s: &ChainServices) -> Result<Arc<crate::db::ChainDb>, ApiError> {
+pub(super) fn db(s: &ChainServices) -> Result<Arc<crate::db::ChainDb>, ApiError> {
     s.db().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -20,6 +20,7 @@ use crate::ChainServices;
 
 mod blocks;
 mod chain;
+mod cosmos;
 mod metrics;
 mod poc;
 
@@ -141,6 +142,20 @@ pub fn router(services: Arc<ChainServices>) -> Router {
         .route("/txs", post(blocks::broadcast))
         .route("/cosmos/tx/v1beta1/txs", post(blocks::broadcast))
         .route("/txs/{hash}", get(blocks::tx_by_hash))
+        .route("/cosmos/tx/v1beta1/txs/{hash}", get(blocks::tx_by_hash))
+        .route("/cosmos/authz/v1beta1/grants", get(cosmos::grants_query))
+        .route(
+            "/cosmos/authz/v1beta1/grants/{side}/{addr}",
+            get(cosmos::grants_by),
+        )
+        .route(
+            "/cosmos/base/tendermint/v1beta1/blocks/latest",
+            get(cosmos::latest_block),
+        )
+        .route(
+            "/cosmos/base/tendermint/v1beta1/blocks/{h}",
+            get(cosmos::block),
+        )
         .layer(DefaultBodyLimit::max(poc_chain::tx::MAX_TX_BYTES * 2))
         .with_state(services)
 }
