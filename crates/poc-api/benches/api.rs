@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
     let (chain, api, vapi) = rt.block_on(async {
         let chain = poc_chain_node::start(NodeConfig {
             home: ch,
+            rpc: None,
             block_time: Duration::from_millis(200),
             rest: "127.0.0.1:0".parse().unwrap(),
             snapshot_interval: 0,

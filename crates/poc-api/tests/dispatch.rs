@@ -45,6 +45,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
     home::init(&ch, Some(genesis), "", 0).unwrap();
     let chain = poc_chain_node::start(NodeConfig {
         home: ch,
+        rpc: None,
         block_time: Duration::from_millis(100),
         rest: "127.0.0.1:0".parse().unwrap(),
         snapshot_interval: 0,

@@ -15,6 +15,7 @@ pub mod mempool;
 pub mod producer;
 pub mod replay;
 pub mod rest;
+pub mod rpc;
 pub mod services;
 pub mod status;
 
@@ -77,6 +78,8 @@ pub struct NodeConfig {
     pub block_time: Duration,
     /// REST listen address.
     pub rest: SocketAddr,
+    /// CometBFT RPC listen address ([`rpc`]); `None` serves no RPC.
+    pub rpc: Option<SocketAddr>,
     /// Blocks between state snapshots.
     pub snapshot_interval: i64,
     /// Header/idle and body timeouts and the connection cap of the REST server.
@@ -88,12 +91,15 @@ pub struct NodeConfig {
 pub struct RunningChain {
     /// REST address.
     pub addr: SocketAddr,
+    /// CometBFT RPC address, if served.
+    pub rpc_addr: Option<SocketAddr>,
     /// The node's services (for in-process callers, a consensus driver and tests).
     pub services: Arc<ChainServices>,
     /// Blocks replayed at start.
     pub replayed: i64,
     producer: Option<BlockProducer>,
     server: JoinHandle<()>,
+    rpc_server: Option<JoinHandle<()>>,
     server_stop: watch::Sender<bool>,
 }
 
@@ -112,6 +118,9 @@ impl RunningChain {
         }
         let _ = self.server_stop.send(true);
         let _ = (&mut self.server).await;
+        if let Some(r) = self.rpc_server.take() {
+            let _ = r.await;
+        }
     }
 
     /// Stops abruptly (no snapshot), as a crash would; for tests.
@@ -122,6 +131,10 @@ impl RunningChain {
         self.services.close_db();
         self.server.abort();
         let _ = (&mut self.server).await;
+        if let Some(r) = self.rpc_server.take() {
+            r.abort();
+            let _ = r.await;
+        }
     }
 }
 
@@ -169,7 +182,22 @@ pub async fn serve(config: NodeConfig) -> Result<RunningChain, NodeError> {
         addr: config.rest,
         source,
     })?;
-    let (server_stop, mut rx) = watch::channel(false);
+    let rpc_listener = match config.rpc {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|source| NodeError::Listen { addr: a, source })?;
+            let local = l
+                .local_addr()
+                .map_err(|source| NodeError::Listen { addr: a, source })?;
+            Some((l, local))
+        }
+        None => None,
+    };
+    let (server_stop, rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
     let app = rest::router(Arc::clone(&services));
     let server = poc_http::spawn(
         listener,
@@ -177,17 +205,28 @@ pub async fn serve(config: NodeConfig) -> Result<RunningChain, NodeError> {
         config.http,
         Arc::default(),
         None,
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        },
+        stopped(rx.clone()),
     );
-    tracing::info!(%addr, height, replayed, "chain node started");
+    let rpc_addr = rpc_listener.as_ref().map(|(_, a)| *a);
+    let rpc_server = rpc_listener.map(|(l, _)| {
+        poc_http::spawn(
+            l,
+            rpc::router(Arc::clone(&services)),
+            config.http,
+            Arc::default(),
+            None,
+            stopped(rx),
+        )
+    });
+    tracing::info!(%addr, ?rpc_addr, height, replayed, "chain node started");
     Ok(RunningChain {
         addr,
+        rpc_addr,
         services,
         replayed,
         producer: None,
         server,
+        rpc_server,
         server_stop,
     })
 }

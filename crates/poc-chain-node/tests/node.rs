@@ -51,6 +51,7 @@ async fn start(dir: &std::path::Path, snapshot_interval: i64) -> (RunningChain, 
         home: dir.to_path_buf(),
         block_time: Duration::from_millis(60),
         rest: "127.0.0.1:0".parse().unwrap(),
+        rpc: Some("127.0.0.1:0".parse().unwrap()),
         snapshot_interval,
         http: Default::default(),
     })
@@ -166,6 +167,60 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
             .as_str()
             .is_some_and(|h| h.len() == 44)
     );
+    // The CometBFT RPC: GET and JSON-RPC POST, hashes uppercase hex.
+    let rpc = format!("http://{}", node.rpc_addr.unwrap());
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            http.get(path)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let st = get(format!("{rpc}/status")).await;
+    assert_eq!(st["result"]["node_info"]["network"], "poc-node-test");
+    let b = get(format!("{rpc}/block?height={}", r.height)).await;
+    let rest_block = c.block(r.height).await.unwrap().unwrap();
+    assert_eq!(
+        b["result"]["block_id"]["hash"],
+        rest_block["block_id"]["hash"]
+    );
+    assert_eq!(
+        b["result"]["block"]["header"]["height"],
+        r.height.to_string()
+    );
+    let quoted = get(format!("{rpc}/block?height=\"{}\"", r.height)).await;
+    assert_eq!(quoted["result"]["block_id"], b["result"]["block_id"]);
+    let post: serde_json::Value = http
+        .post(&rpc)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "block", "params": {"height": r.height.to_string()}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(post["id"], 7);
+    assert_eq!(post["result"]["block_id"], b["result"]["block_id"]);
+    let too_high = get(format!("{rpc}/block?height=999999")).await;
+    assert_eq!(too_high["error"]["code"], -32603);
+    let info = get(format!("{rpc}/abci_info")).await;
+    assert!(info["result"]["response"]["last_block_height"].is_string());
+    let unknown: serde_json::Value = http
+        .post(&rpc)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "validators"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unknown["error"]["code"], -32601);
 
     let warm_signer = TxSigner::new(c.clone(), warm.clone());
     let p1 = TxSigner::new(c.clone(), keys[1].clone());

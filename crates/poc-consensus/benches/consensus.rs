@@ -67,6 +67,7 @@ impl Cluster {
                 poc_consensus::node::start(ReplicatedConfig {
                     node: NodeConfig {
                         home: h,
+                        rpc: None,
                         block_time: Duration::ZERO,
                         rest: "127.0.0.1:0".parse().unwrap(),
                         snapshot_interval: 1000,

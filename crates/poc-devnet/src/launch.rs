@@ -121,6 +121,7 @@ pub(crate) async fn start_validators(
         let node = poc_consensus::node::start(poc_consensus::node::ReplicatedConfig {
             node: NodeConfig {
                 home: dir,
+                rpc: None,
                 block_time,
                 rest: "127.0.0.1:0".parse().expect("addr"),
                 snapshot_interval: 50,
@@ -212,6 +213,7 @@ impl Devnet {
             ChainNodes::Single(
                 poc_chain_node::start(NodeConfig {
                     home: chain_home,
+                    rpc: None,
                     block_time: o.block_time,
                     rest: "127.0.0.1:0".parse().expect("addr"),
                     snapshot_interval: 50,

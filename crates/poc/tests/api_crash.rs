@@ -63,6 +63,8 @@ fn acknowledged_artifacts_survive_kill_9() {
         "200ms",
         "--rest",
         &format!("127.0.0.1:{chain_port}"),
+        "--rpc",
+        "off",
     ]);
     json_out(&poc(&["keys", "new", "--out", &p("operational.key")]));
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-fn start(home: &str, port: u16) -> Proc {
+fn start(home: &str, port: u16, rpc: u16) -> Proc {
     spawn(&[
         "chain",
         "start",
@@ -17,9 +17,29 @@ fn start(home: &str, port: u16) -> Proc {
         "100ms",
         "--rest",
         &format!("127.0.0.1:{port}"),
+        "--rpc",
+        &format!("127.0.0.1:{rpc}"),
         "--snapshot-interval",
         "5",
     ])
+}
+
+/// `GET path` on 127.0.0.1:`port`, parsed as JSON (a plain HTTP/1.1 exchange).
+fn rpc_get(port: u16, path: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 fn status(port: u16) -> Option<Value> {
@@ -65,10 +85,21 @@ fn init_start_govern_kill_restart_replay() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
     let port = free_port();
-    let node = start(home, port);
+    let rpc = free_port();
+    let node = start(home, port, rpc);
     while height(port) < 3 {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The CometBFT RPC answers on --rpc.
+    let st = rpc_get(rpc, "/status");
+    assert_eq!(st["result"]["node_info"]["network"], "poc-local");
+    let hash = st["result"]["sync_info"]["latest_block_hash"]
+        .as_str()
+        .unwrap();
+    assert!(
+        hash.len() == 64 && !hash.chars().any(|c| c.is_ascii_lowercase()),
+        "{hash}"
+    );
     // Governance through the authority key.
     let key = format!("{home}/keys/authority.key");
     let node_url = format!("http://127.0.0.1:{port}");
@@ -120,7 +151,7 @@ fn init_start_govern_kill_restart_replay() {
     let before = height(port);
     drop(node);
     let port2 = free_port();
-    let node = start(home, port2);
+    let node = start(home, port2, free_port());
     assert!(height(port2) >= before);
     let s = status(port2).unwrap();
     assert_eq!(s["epoch_info"]["params"]["poc_params"]["seq_len"], "64");

@@ -54,6 +54,8 @@ impl Validator {
                 peers,
                 "--rest",
                 &format!("127.0.0.1:{}", self.rest),
+                "--rpc",
+                "off",
                 "--block-time",
                 "200ms",
                 "--snapshot-interval",

@@ -56,6 +56,7 @@ pub async fn chain(
     home::init(&chain_home, Some(genesis), "", 0).unwrap();
     poc_chain_node::start(NodeConfig {
         home: chain_home,
+        rpc: None,
         block_time,
         rest: "127.0.0.1:0".parse().unwrap(),
         snapshot_interval: 0,

@@ -59,6 +59,9 @@ pub enum ChainCommand {
         /// REST listen address.
         #[arg(long, default_value = "127.0.0.1:1317")]
         rest: std::net::SocketAddr,
+        /// CometBFT RPC listen address (`status`, `block`, `abci_info`), or `off`.
+        #[arg(long, default_value = "127.0.0.1:26657", value_parser = parse_rpc_addr)]
+        rpc: RpcAddr,
         /// Blocks between state snapshots (restart replays at most this many).
         #[arg(long, default_value_t = 100)]
         snapshot_interval: i64,
@@ -167,6 +170,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
             home: dir,
             block_time,
             rest,
+            rpc,
             snapshot_interval,
             validator_key,
             p2p,
@@ -180,7 +184,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                 let signer = poc_consensus::keys::read(&key)?;
                 return rt.block_on(async move {
                     let cfg = poc_consensus::node::ReplicatedConfig {
-                        node: NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval, http },
+                        node: NodeConfig { home: dir.clone(), block_time, rest, rpc: rpc.0, snapshot_interval, http },
                         signer,
                         p2p,
                         peers,
@@ -202,7 +206,7 @@ pub fn run(cmd: ChainCommand) -> anyhow::Result<()> {
                 });
             }
             rt.block_on(async move {
-                let node = poc_chain_node::start(NodeConfig { home: dir.clone(), block_time, rest, snapshot_interval, http })
+                let node = poc_chain_node::start(NodeConfig { home: dir.clone(), block_time, rest, rpc: rpc.0, snapshot_interval, http })
                     .await
                     .with_context(|| format!("cannot start the chain node in {}", dir.display()))?;
                 tracing::info!(
@@ -323,4 +327,17 @@ fn apply_edit(v: &mut Value, edit: &str) -> anyhow::Result<()> {
     }
     *cur = new;
     Ok(())
+}
+
+/// `--rpc`: an address, or `off` for no RPC server.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcAddr(Option<std::net::SocketAddr>);
+
+fn parse_rpc_addr(s: &str) -> Result<RpcAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(RpcAddr(None));
+    }
+    s.parse()
+        .map(|a| RpcAddr(Some(a)))
+        .map_err(|e| format!("{s:?} is neither HOST:PORT nor `off`: {e}"))
 }
