@@ -16,6 +16,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
+use poc_chain::block::Block;
+
 use crate::ChainServices;
 
 type S = State<Arc<ChainServices>>;
@@ -25,7 +27,8 @@ const INVALID_PARAMS: i64 = -32602;
 const INTERNAL: i64 = -32603;
 const NOT_FOUND: i64 = -32601;
 
-fn rfc3339(unix: i64) -> String {
+/// Unix seconds as RFC 3339 UTC (`2026-12-01T22:42:03Z`).
+pub(crate) fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {
@@ -108,22 +111,29 @@ fn block(s: &ChainServices, height: Option<&Value>) -> RpcResult {
         .block(h)
         .map_err(|e| (INTERNAL, e.to_string()))?
         .ok_or_else(|| (INTERNAL, format!("block {h} is not stored")))?;
+    Ok(block_json(&b, |x| hex::encode_upper(x), "parts"))
+}
+
+/// `{block_id, block}` in CometBFT's layout with the fields this chain's header has:
+/// hashes written by `enc` (uppercase hex in the RPC, base64 in the SDK gateway), the
+/// part-set header under `parts` (`parts` / `part_set_header`), transactions base64.
+pub(crate) fn block_json(b: &Block, enc: fn(&[u8]) -> String, parts: &str) -> Value {
     let hd = &b.header;
-    let up = |x: &[u8]| hex::encode_upper(x);
-    Ok(json!({
-        "block_id": {"hash": up(&hd.hash()), "parts": {"total": 0, "hash": ""}},
+    let id = |h: &[u8]| json!({"hash": enc(h), parts: {"total": 0, "hash": ""}});
+    json!({
+        "block_id": id(&hd.hash()),
         "block": {
             "header": {
                 "chain_id": hd.chain_id,
                 "height": hd.height.to_string(),
                 "time": rfc3339(hd.time),
-                "last_block_id": {"hash": up(&hd.prev_hash), "parts": {"total": 0, "hash": ""}},
-                "data_hash": up(&hd.tx_root),
-                "app_hash": up(&hd.app_hash),
+                "last_block_id": id(&hd.prev_hash),
+                "data_hash": enc(&hd.tx_root),
+                "app_hash": enc(&hd.app_hash),
             },
             "data": {"txs": b.txs.iter().map(|t| STANDARD.encode(t)).collect::<Vec<_>>()},
         },
-    }))
+    })
 }
 
 fn call(s: &ChainServices, method: &str, params: &Value) -> RpcResult {

@@ -89,16 +89,6 @@ pub(super) async fn grants_by(
     Ok(page(list, "grants"))
 }
 
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// A block as `cosmos.base.tendermint.v1beta1.GetBlockByHeightResponse` has it: the
 /// fields this chain's header carries, under CometBFT's names.
 async fn block_json(s: &crate::ChainServices, h: i64) -> Result<Response, ApiError> {
@@ -108,22 +98,11 @@ async fn block_json(s: &crate::ChainServices, h: i64) -> Result<Response, ApiErr
             "requested block height {h} is not available"
         )));
     };
-    let hd = &b.header;
-    let b64 = |x: &[u8]| STANDARD.encode(x);
-    let block_id = json!({"hash": b64(&hd.hash()), "part_set_header": {"total": 0, "hash": ""}});
-    let header = json!({
-        "chain_id": hd.chain_id,
-        "height": hd.height.to_string(),
-        "time": rfc3339(hd.time),
-        "last_block_id": {"hash": b64(&hd.prev_hash), "part_set_header": {"total": 0, "hash": ""}},
-        "data_hash": b64(&hd.tx_root),
-        "app_hash": b64(&hd.app_hash),
-    });
-    let txs: Vec<String> = b.txs.iter().map(|t| b64(t)).collect();
-    Ok(axum::Json(json!({
-        "block_id": block_id,
-        "block": {"header": header, "data": {"txs": txs}},
-    }))
+    Ok(axum::Json(crate::rpc::block_json(
+        &b,
+        |x| STANDARD.encode(x),
+        "part_set_header",
+    ))
     .into_response())
 }
 
