@@ -144,10 +144,9 @@ impl ApiNode {
     }
 
     /// The hash of block `h` as the PoC seed uses it: CometBFT's `Hash().String()`,
-    /// uppercase hex (`docs/protocol/chain-and-api.md` §6.3), whatever case the chain's
-    /// JSON used.
+    /// uppercase hex (`docs/protocol/chain-and-api.md` §6.3), read through the SDK
+    /// gateway.
     async fn block_hash(&self, h: i64) -> Option<String> {
-        let b = self.io.client.block(h).await.ok().flatten()?;
-        b["block_id"]["hash"].as_str().map(str::to_ascii_uppercase)
+        self.io.client.block_hash(h).await.ok().flatten()
     }
 }

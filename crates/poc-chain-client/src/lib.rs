@@ -5,6 +5,8 @@
 //! transactions); [`TxSigner`] signs and broadcasts transactions for one key, tracking its
 //! account sequence.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use std::time::Duration;
 
 use poc_chain::api::*;
@@ -279,22 +281,41 @@ impl ChainClient {
         Self::opt(self.get(&format!("/blocks/{h}")).await).await
     }
 
-    /// `GET /txs/{hash}`; `None` while not in a block.
-    pub async fn tx(&self, hash: &str) -> Result<Option<TxResponse>, ClientError> {
-        Ok(
-            Self::opt(self.get::<BroadcastResponse>(&format!("/txs/{hash}")).await)
-                .await?
-                .map(|r| r.tx_response),
-        )
+    /// The hash of block `h` as CometBFT writes it (uppercase hex), from the SDK
+    /// gateway's `GET /cosmos/base/tendermint/v1beta1/blocks/{h}` (base64 there); `None`
+    /// when the node has no such block.
+    pub async fn block_hash(&self, h: i64) -> Result<Option<String>, ClientError> {
+        let path = format!("/cosmos/base/tendermint/v1beta1/blocks/{h}");
+        let Some(b) = Self::opt(self.get::<serde_json::Value>(&path).await).await? else {
+            return Ok(None);
+        };
+        let url = format!("{}{path}", self.base);
+        let hash = b["block_id"]["hash"]
+            .as_str()
+            .and_then(|x| STANDARD.decode(x).ok())
+            .filter(|x| x.len() == 32)
+            .ok_or_else(|| ClientError::Decode {
+                url,
+                msg: "block_id.hash is not base64 of 32 bytes".into(),
+            })?;
+        Ok(Some(hex::encode_upper(hash)))
     }
 
-    /// `POST /txs`.
+    /// `GET /cosmos/tx/v1beta1/txs/{hash}`; `None` while not in a block.
+    pub async fn tx(&self, hash: &str) -> Result<Option<TxResponse>, ClientError> {
+        let path = format!("/cosmos/tx/v1beta1/txs/{hash}");
+        Ok(Self::opt(self.get::<BroadcastResponse>(&path).await)
+            .await?
+            .map(|r| r.tx_response))
+    }
+
+    /// `POST /cosmos/tx/v1beta1/txs` (`{tx_bytes, mode}`, as the SDK gateway takes it).
     pub async fn broadcast(
         &self,
         tx_bytes: Vec<u8>,
         mode: BroadcastMode,
     ) -> Result<TxResponse, ClientError> {
-        let url = format!("{}/txs", self.base);
+        let url = format!("{}/cosmos/tx/v1beta1/txs", self.base);
         let r = self
             .http
             .post(&url)

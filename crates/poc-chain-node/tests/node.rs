@@ -443,6 +443,12 @@ async fn kill_and_restart_loses_no_committed_block_and_replays_to_the_same_hash(
     assert!(after.height >= before.height);
     let b = c.block(before.height).await.unwrap().unwrap();
     assert_eq!(b["block_id"]["hash"], before.hash);
+    assert_eq!(
+        c.block_hash(before.height).await.unwrap().as_deref(),
+        Some(before.hash.as_str()),
+        "the gateway's base64 hash, written as CometBFT writes it"
+    );
+    assert_eq!(c.block_hash(before.height + 10_000).await.unwrap(), None);
     // Block hashes are written as CometBFT writes them (the PoC seed is this string).
     assert!(
         before.hash.len() == 64
