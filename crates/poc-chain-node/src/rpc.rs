@@ -22,10 +22,23 @@ use crate::ChainServices;
 
 type S = State<Arc<ChainServices>>;
 
-/// JSON-RPC error codes CometBFT uses.
+/// JSON-RPC 2.0 error codes, as CometBFT answers them.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 const INTERNAL: i64 = -32603;
-const NOT_FOUND: i64 = -32601;
+
+/// The standard message of a JSON-RPC error code (the details go in `data`).
+fn message(code: i64) -> &'static str {
+    match code {
+        PARSE_ERROR => "Parse error",
+        INVALID_REQUEST => "Invalid Request",
+        METHOD_NOT_FOUND => "Method not found",
+        INVALID_PARAMS => "Invalid params",
+        _ => "Internal error",
+    }
+}
 
 /// Unix seconds as RFC 3339 UTC (`2026-12-01T22:42:03Z`).
 pub(crate) fn rfc3339(unix: i64) -> String {
@@ -46,7 +59,7 @@ fn reply(id: Value, r: RpcResult) -> Response {
         Err((code, data)) => json!({
             "jsonrpc": "2.0",
             "id": id,
-            "error": {"code": code, "message": if code == INTERNAL { "Internal error" } else { "Invalid params" }, "data": data},
+            "error": {"code": code, "message": message(code), "data": data},
         }),
     };
     axum::Json(body).into_response()
@@ -142,7 +155,7 @@ fn call(s: &ChainServices, method: &str, params: &Value) -> RpcResult {
         "abci_info" => abci_info(s),
         "block" => block(s, params.get("height")),
         other => Err((
-            NOT_FOUND,
+            METHOD_NOT_FOUND,
             format!(
                 "method {other:?} is not served; this node answers status, block and abci_info"
             ),
@@ -168,13 +181,16 @@ async fn get_block(State(s): S, Query(q): Query<HashMap<String, String>>) -> Res
 
 async fn post_rpc(State(s): S, body: axum::body::Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return reply(Value::Null, Err((-32700, "the body is not JSON".into())));
+        return reply(
+            Value::Null,
+            Err((PARSE_ERROR, "the body is not JSON".into())),
+        );
     };
     let id = req.get("id").cloned().unwrap_or(Value::Null);
     let Some(method) = req.get("method").and_then(Value::as_str) else {
         return reply(
             id,
-            Err((-32600, "a JSON-RPC request needs a method".into())),
+            Err((INVALID_REQUEST, "a JSON-RPC request needs a method".into())),
         );
     };
     let params = req.get("params").cloned().unwrap_or(Value::Null);

@@ -196,30 +196,28 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
     );
     let quoted = get(format!("{rpc}/block?height=\"{}\"", r.height)).await;
     assert_eq!(quoted["result"]["block_id"], b["result"]["block_id"]);
-    let post: serde_json::Value = http
-        .post(&rpc)
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "block", "params": {"height": r.height.to_string()}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post_rpc = |body: serde_json::Value| {
+        let (http, rpc) = (http.clone(), rpc.clone());
+        async move {
+            http.post(rpc)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let post = post_rpc(serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "block", "params": {"height": r.height.to_string()}})).await;
     assert_eq!(post["id"], 7);
     assert_eq!(post["result"]["block_id"], b["result"]["block_id"]);
     let too_high = get(format!("{rpc}/block?height=999999")).await;
     assert_eq!(too_high["error"]["code"], -32603);
     let info = get(format!("{rpc}/abci_info")).await;
     assert!(info["result"]["response"]["last_block_height"].is_string());
-    let unknown: serde_json::Value = http
-        .post(&rpc)
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "validators"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unknown =
+        post_rpc(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "validators"})).await;
     assert_eq!(unknown["error"]["code"], -32601);
 
     let warm_signer = TxSigner::new(c.clone(), warm.clone());

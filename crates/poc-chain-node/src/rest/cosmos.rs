@@ -91,7 +91,7 @@ pub(super) async fn grants_by(
 
 /// A block as `cosmos.base.tendermint.v1beta1.GetBlockByHeightResponse` has it: the
 /// fields this chain's header carries, under CometBFT's names.
-async fn block_json(s: &crate::ChainServices, h: i64) -> Result<Response, ApiError> {
+async fn gateway_block(s: &crate::ChainServices, h: i64) -> Result<Response, ApiError> {
     let block = db(s)?.block(h).map_err(internal)?;
     let Some(b) = block else {
         return Err(not_found(format!(
@@ -109,11 +109,11 @@ async fn block_json(s: &crate::ChainServices, h: i64) -> Result<Response, ApiErr
 /// `GET /cosmos/base/tendermint/v1beta1/blocks/{height}`.
 pub(super) async fn block(State(s): S, Path(h): Path<String>) -> Result<Response, ApiError> {
     let h = height(&h)?;
-    block_json(&s, h).await
+    gateway_block(&s, h).await
 }
 
 /// `GET /cosmos/base/tendermint/v1beta1/blocks/latest`.
 pub(super) async fn latest_block(State(s): S) -> Result<Response, ApiError> {
     let h = s.head().state.height;
-    block_json(&s, h).await
+    gateway_block(&s, h).await
 }
