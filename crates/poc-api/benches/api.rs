@@ -89,6 +89,7 @@ fn bench(c: &mut Criterion) {
             home::write_key(&dir.path().join(format!("{name}-w.key")), w).unwrap();
             ApiConfig {
                 chain_url: format!("http://{}", chain.addr),
+                chain_rpc_url: None,
                 account_key: dir.path().join(format!("{name}-a.key")),
                 operational_key: dir.path().join(format!("{name}-w.key")),
                 public_url: "http://127.0.0.1:1".into(),

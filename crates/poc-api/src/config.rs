@@ -118,8 +118,13 @@ impl V1Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Chain node REST URL.
+    /// Chain node REST URL: the module's queries and the Cosmos SDK gateway (a Gonka
+    /// node's port 1317).
     pub chain_url: String,
+    /// Chain node CometBFT RPC URL (a Gonka node's port 26657), read for the latest
+    /// block; without it the SDK gateway's `blocks/latest` is read instead.
+    #[serde(default)]
+    pub chain_rpc_url: Option<String>,
     /// Account (cold) key file: registers, grants, owns the weight.
     pub account_key: PathBuf,
     /// Operational (warm) key file: signs PoC transactions through MsgExec.
@@ -219,6 +224,7 @@ impl ApiConfig {
     ) -> Self {
         Self {
             chain_url: chain_url.into(),
+            chain_rpc_url: None,
             account_key: account_key.into(),
             operational_key: operational_key.into(),
             public_url: format!("http://{public_listen}"),
@@ -256,10 +262,14 @@ impl ApiConfig {
 
     /// Checks values a typo would break.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let rpc = self.chain_rpc_url.as_ref().map(|u| ("chain_rpc_url", u));
         for (name, url) in [
             ("chain_url", &self.chain_url),
             ("public_url", &self.public_url),
-        ] {
+        ]
+        .into_iter()
+        .chain(rpc)
+        {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!(
                     "{name} must be an http(s) URL, got {url:?}"

@@ -124,7 +124,10 @@ pub async fn start(cfg: ApiConfig) -> Result<RunningApi, ApiError> {
         AllowList::parse(&cfg.callback_allow).map_err(ConfigError::from)?
     };
     let tokens = CallbackTokens::open(&cfg.data_dir)?;
-    let client = ChainClient::new(&cfg.chain_url);
+    let client = match &cfg.chain_rpc_url {
+        Some(rpc) => ChainClient::new(&cfg.chain_url).with_rpc(rpc),
+        None => ChainClient::new(&cfg.chain_url),
+    };
     let shared = Arc::new(ApiNode {
         io: ChainIo::new(client, account, operational.clone()),
         operational_key: operational,

@@ -13,7 +13,7 @@ use crate::timing::Window;
 pub struct ChainView {
     /// Latest block height.
     pub height: i64,
-    /// Its hash (lowercase hex).
+    /// Its hash (uppercase hex, as CometBFT writes it).
     pub hash: String,
     /// `epoch_info` at that height.
     pub info: EpochInfoResponse,
@@ -39,6 +39,13 @@ impl Stage {
 }
 
 impl ChainView {
+    /// Whether the latest epoch is the upcoming one (its PoC on, its weights not yet in
+    /// force), derived from `latest_epoch` and the parameters as against a Gonka node,
+    /// whose `epoch_info` names no effective epoch.
+    pub fn upcoming(&self) -> bool {
+        self.latest_ctx().is_upcoming_at(self.height)
+    }
+
     /// The latest epoch's context.
     pub fn latest_ctx(&self) -> EpochContext {
         EpochContext::new(
@@ -114,7 +121,7 @@ impl ChainView {
         matches!(
             self.phase(),
             Phase::PoCGenerate | Phase::PoCGenerateWindDown
-        ) && self.info.latest_epoch.index > self.info.effective_epoch.index
+        ) && self.upcoming()
             && stage_height == ctx.start_of_poc()
             && ctx.poc_exchange_window().contains(self.height)
     }
@@ -316,8 +323,11 @@ pub(crate) mod tests {
             })
         );
         assert_eq!(at(205).commit_window(199), None);
-        // After SetNewValidators the latest epoch is effective: no commits.
-        assert!(!view(205, 200, 2, None, true, false).accept_store_commit(200));
+        // The latest epoch is upcoming from its start to block SetNewValidators, whatever
+        // the (optional) effective epoch of the answer says.
+        let snv = at(200).latest_ctx().set_new_validators();
+        assert!(snv > 222 && at(200).upcoming() && at(snv - 1).upcoming());
+        assert!(!at(snv).upcoming() && !view(snv, 200, 2, None, true, false).upcoming());
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn plan(v: &ChainView, triggers: &mut Triggers) -> Vec<Action> {
     let mut out = Vec::new();
     let ctx = v.latest_ctx();
     let info = &v.info;
-    let upcoming = info.latest_epoch.index > info.effective_epoch.index;
+    let upcoming = v.upcoming();
     let s = ctx.start_of_poc();
     let phase = v.phase();
     let generating = matches!(phase, Phase::PoCGenerate | Phase::PoCGenerateWindDown);

@@ -1,6 +1,8 @@
 //! Who may sign for a validator: the participant's own key and its grantees for
 //! `MsgSubmitPocValidationsV2` (`docs/protocol/chain-and-api.md` §6), read from the chain
-//! and cached for [`SIGNERS_TTL`]. Used by the proof server (to check a request's
+//! and cached for [`SIGNERS_TTL`]. The participant is looked up in the module's
+//! `participant/{addr}`, its key in the SDK's `x/auth` account, its grantees in
+//! `grantees_by_message_type`, all of which a Gonka node serves. Used by the proof server (to check a request's
 //! signature) and by the validator (to check a response's).
 
 use std::collections::HashMap;
@@ -26,9 +28,9 @@ pub enum SignerError {
     /// The address is not a registered participant.
     #[error("{0} is not a registered participant")]
     NotParticipant(String),
-    /// The participant's registered key is not hex.
-    #[error("the registered key of {0} is not hex")]
-    BadKey(String),
+    /// The participant's account has no usable public key on the chain.
+    #[error("the account of {0} has no secp256k1 public key on the chain")]
+    NoKey(String),
 }
 
 /// The signer sets read so far, by account address.
@@ -45,12 +47,17 @@ impl SignerCache {
         {
             return Ok(set.clone());
         }
-        let p = chain
+        chain
             .participant(account)
             .await?
             .ok_or_else(|| SignerError::NotParticipant(account.to_owned()))?;
-        let key = hex::decode(&p.participant.hex_pub_key)
-            .map_err(|_| SignerError::BadKey(account.to_owned()))?;
+        let key = chain
+            .account(account)
+            .await?
+            .and_then(|a| a.pub_key)
+            .and_then(|k| STANDARD.decode(k.key).ok())
+            .filter(|k| k.len() == 33)
+            .ok_or_else(|| SignerError::NoKey(account.to_owned()))?;
         let mut set = vec![(account.to_owned(), key)];
         let g = chain
             .grantees(account, "/inference.inference.MsgSubmitPocValidationsV2")

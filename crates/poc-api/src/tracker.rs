@@ -147,7 +147,7 @@ pub(crate) async fn tracker(st: Arc<ApiNode>, mut stop: watch::Receiver<bool>) {
     let mut last = -1;
     let mut triggers = Triggers::default();
     loop {
-        if let Ok(s) = st.io.client.status().await
+        if let Ok(s) = st.io.client.head().await
             && s.height != last
             && let Ok(info) = st.io.client.epoch_info().await
         {

@@ -45,7 +45,7 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
     home::init(&ch, Some(genesis), "", 0).unwrap();
     let chain = poc_chain_node::start(NodeConfig {
         home: ch,
-        rpc: None,
+        rpc: Some("127.0.0.1:0".parse().unwrap()),
         block_time: Duration::from_millis(100),
         rest: "127.0.0.1:0".parse().unwrap(),
         snapshot_interval: 0,
@@ -58,6 +58,8 @@ async fn v1_chain_gates_v2_endpoints_until_governance_switches() {
     home::write_key(&dir.path().join("w.key"), &warm).unwrap();
     let api = poc_api::start(ApiConfig {
         chain_url: chain_url.clone(),
+        // The head from the CometBFT RPC, as against a Gonka node.
+        chain_rpc_url: Some(format!("http://{}", chain.rpc_addr.unwrap())),
         account_key: dir.path().join("a.key"),
         operational_key: dir.path().join("w.key"),
         public_url: "http://127.0.0.1:1".into(),

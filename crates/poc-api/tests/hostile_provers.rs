@@ -426,27 +426,25 @@ async fn private_targets_are_refused_without_a_request() {
 }
 
 /// A chain REST server that answers the signer-set queries for `participant` (its key,
-/// a grantee that may sign for it) or, when `failing`, answers every query with 500.
+/// a grantee that may sign for it) in the JSON a Gonka node's gateway writes (the
+/// module's `Participant` with its proto field names and defaults, the SDK's
+/// `BaseAccount`) or, when `failing`, answers every query with 500.
 async fn chain(participant: &str, key: &PrivateKey, failing: bool) -> String {
-    use poc_chain::api::{Grantee, GranteesResponse, ParticipantInfo, ParticipantResponse};
-    let info = ParticipantResponse {
-        participant: ParticipantInfo {
-            address: participant.to_owned(),
-            pubkey: String::new(),
-            hex_pub_key: hex::encode([2u8; 33]),
-            inference_url: String::new(),
-            validator_key: String::new(),
-            status: "ACTIVE".into(),
-            confirmation_poc_ratio: String::new(),
-        },
-        pubkey: String::new(),
-    };
-    let grantees = GranteesResponse {
-        grantees: vec![Grantee {
-            address: key.address(),
-            pub_key: STANDARD.encode(key.public_key()),
-        }],
-    };
+    let info = serde_json::json!({"participant": {
+        "index": participant, "address": participant, "reputation": 0, "weight": 0,
+        "joinTime": "0", "joinHeight": "0", "lastInferenceTime": "0",
+        "inferenceUrl": "", "models": [], "status": "ACTIVE",
+    }});
+    let account = serde_json::json!({"account": {
+        "@type": "/cosmos.auth.v1beta1.BaseAccount",
+        "address": participant,
+        "pub_key": {"@type": "/cosmos.crypto.secp256k1.PubKey", "key": STANDARD.encode([2u8; 33])},
+        "account_number": "7",
+        "sequence": "3",
+    }});
+    let grantees = serde_json::json!({"grantees": [
+        {"address": key.address(), "pub_key": STANDARD.encode(key.public_key())},
+    ]});
     let app = if failing {
         Router::new().fallback(|| async {
             (
@@ -465,6 +463,10 @@ async fn chain(participant: &str, key: &PrivateKey, failing: bool) -> String {
             .route(
                 &format!("{p}/grantees_by_message_type/{{granter}}/{{*type_url}}"),
                 axum::routing::get(move || async move { axum::Json(grantees).into_response() }),
+            )
+            .route(
+                &format!("/cosmos/auth/v1beta1/accounts/{participant}"),
+                axum::routing::get(move || async move { axum::Json(account).into_response() }),
             )
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

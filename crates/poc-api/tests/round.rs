@@ -121,6 +121,8 @@ async fn setup() -> Env {
         };
         let cfg = ApiConfig {
             chain_url: chain_url.clone(),
+            // The SDK gateway's latest block (the devnet reads the RPC).
+            chain_rpc_url: None,
             account_key: kd.join("account.key"),
             operational_key: kd.join("warm.key"),
             public_url: format!("http://{public}"),

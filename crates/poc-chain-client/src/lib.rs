@@ -1,9 +1,11 @@
 //! # poc-chain-client: the chain node's REST API from Rust
 //!
-//! [`ChainClient`] wraps every query of the node (the reference's paths under
-//! `/productscience/inference/inference/…` plus status, accounts, blocks and
-//! transactions); [`TxSigner`] signs and broadcasts transactions for one key, tracking its
-//! account sequence.
+//! [`ChainClient`] wraps the queries a participant needs, all of them interfaces a Gonka
+//! node serves too: the module's paths under `/productscience/inference/inference/…`, the
+//! Cosmos SDK gateway (`/cosmos/auth`, `/cosmos/tx`, `/cosmos/base/tendermint`) and, when
+//! given an RPC URL, CometBFT's `status`. [`TxSigner`] signs and broadcasts transactions
+//! for one key, tracking its account sequence. (`status`, `block` and `epoch_group` are
+//! this chain's own additions, for tools, and are not used by the API node.)
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -73,7 +75,45 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct ChainClient {
     base: String,
+    rpc: Option<String>,
     http: reqwest::Client,
+}
+
+/// The latest block: what the API node follows the chain by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub height: i64,
+    /// Its hash, uppercase hex (CometBFT's `Hash().String()`).
+    pub hash: String,
+}
+
+/// CometBFT RPC `status` (the fields read).
+#[derive(serde::Deserialize)]
+struct RpcStatus {
+    result: RpcStatusResult,
+}
+
+#[derive(serde::Deserialize)]
+struct RpcStatusResult {
+    sync_info: RpcSyncInfo,
+}
+
+#[derive(serde::Deserialize)]
+struct RpcSyncInfo {
+    latest_block_hash: String,
+    #[serde(with = "poc_chain::json::i64_string")]
+    latest_block_height: i64,
+}
+
+/// `GET /cosmos/base/tendermint/v1beta1/node_info` (the fields read).
+#[derive(serde::Deserialize)]
+struct NodeInfo {
+    default_node_info: DefaultNodeInfo,
+}
+
+#[derive(serde::Deserialize)]
+struct DefaultNodeInfo {
+    network: String,
 }
 
 impl ChainClient {
@@ -88,13 +128,26 @@ impl ChainClient {
             .expect("the HTTP client builds");
         Self {
             base: base.trim_end_matches('/').to_owned(),
+            rpc: None,
             http,
         }
+    }
+
+    /// The same client, reading the head from the CometBFT RPC at `rpc` (e.g.
+    /// `http://127.0.0.1:26657`) rather than from the SDK gateway.
+    pub fn with_rpc(mut self, rpc: &str) -> Self {
+        self.rpc = Some(rpc.trim_end_matches('/').to_owned());
+        self
     }
 
     /// The node's base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The CometBFT RPC URL, if one was given.
+    pub fn rpc(&self) -> Option<&str> {
+        self.rpc.as_deref()
     }
 
     async fn read<T: DeserializeOwned>(
@@ -145,9 +198,57 @@ impl ChainClient {
         }
     }
 
-    /// `GET /status`.
+    /// `GET /status`: this chain node's own summary (chain id, head, app hash, mempool),
+    /// for tools; a Gonka node does not serve it.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.get("/status").await
+    }
+
+    /// The latest block's height and hash: from the RPC's `status` when the client has
+    /// an RPC URL, else from the SDK gateway's `blocks/latest`. Errors while the chain
+    /// has no block yet.
+    pub async fn head(&self) -> Result<ChainHead, ClientError> {
+        if let Some(rpc) = &self.rpc {
+            let url = format!("{rpc}/status");
+            let r = self.http.get(&url).send().await;
+            let s = Self::read::<RpcStatus>(url.clone(), r)
+                .await?
+                .result
+                .sync_info;
+            let hash = hex::decode(&s.latest_block_hash)
+                .ok()
+                .filter(|h| h.len() == 32)
+                .ok_or_else(|| ClientError::Decode {
+                    url,
+                    msg: "sync_info.latest_block_hash is not 32 bytes of hex".into(),
+                })?;
+            return Ok(ChainHead {
+                height: s.latest_block_height,
+                hash: hex::encode_upper(hash),
+            });
+        }
+        let path = "/cosmos/base/tendermint/v1beta1/blocks/latest";
+        let b = self.get::<serde_json::Value>(path).await?;
+        let url = format!("{}{path}", self.base);
+        let height = b["block"]["header"]["height"]
+            .as_str()
+            .and_then(|h| h.parse().ok())
+            .ok_or_else(|| ClientError::Decode {
+                url: url.clone(),
+                msg: "block.header.height is not an integer string".into(),
+            })?;
+        Ok(ChainHead {
+            height,
+            hash: gateway_hash(&b, url)?,
+        })
+    }
+
+    /// The chain id, from the SDK gateway's `GET /cosmos/base/tendermint/v1beta1/node_info`.
+    pub async fn chain_id(&self) -> Result<String, ClientError> {
+        let n = self
+            .get::<NodeInfo>("/cosmos/base/tendermint/v1beta1/node_info")
+            .await?;
+        Ok(n.default_node_info.network)
     }
 
     /// `epoch_info`.
@@ -244,9 +345,9 @@ impl ChainClient {
         Self::opt(self.q(&format!("/participant/{addr}")).await).await
     }
 
-    /// `participants`.
+    /// `participant` (all of them).
     pub async fn participants(&self) -> Result<ParticipantsResponse, ClientError> {
-        self.q("/participants").await
+        self.q("/participant").await
     }
 
     /// `grantees_by_message_type/{granter}/{type_url}`.
@@ -290,15 +391,7 @@ impl ChainClient {
             return Ok(None);
         };
         let url = format!("{}{path}", self.base);
-        let hash = b["block_id"]["hash"]
-            .as_str()
-            .and_then(|x| STANDARD.decode(x).ok())
-            .filter(|x| x.len() == 32)
-            .ok_or_else(|| ClientError::Decode {
-                url,
-                msg: "block_id.hash is not base64 of 32 bytes".into(),
-            })?;
-        Ok(Some(hex::encode_upper(hash)))
+        gateway_hash(&b, url).map(Some)
     }
 
     /// `GET /cosmos/tx/v1beta1/txs/{hash}`; `None` while not in a block.
@@ -324,6 +417,19 @@ impl ChainClient {
             .await;
         Ok(Self::read::<BroadcastResponse>(url, r).await?.tx_response)
     }
+}
+
+/// `block_id.hash` of an SDK gateway block (base64) as uppercase hex.
+fn gateway_hash(b: &serde_json::Value, url: String) -> Result<String, ClientError> {
+    let hash = b["block_id"]["hash"]
+        .as_str()
+        .and_then(|x| STANDARD.decode(x).ok())
+        .filter(|x| x.len() == 32)
+        .ok_or_else(|| ClientError::Decode {
+            url,
+            msg: "block_id.hash is not base64 of 32 bytes".into(),
+        })?;
+    Ok(hex::encode_upper(hash))
 }
 
 /// Signs and broadcasts transactions for one key, keeping track of its sequence.
@@ -368,7 +474,7 @@ impl TxSigner {
         let chain_id = {
             let mut c = self.chain_id.lock().await;
             if c.is_none() {
-                *c = Some(self.client.status().await?.chain_id);
+                *c = Some(self.client.chain_id().await?);
             }
             c.clone().expect("set")
         };

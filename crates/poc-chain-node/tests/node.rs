@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use poc_chain::api::BroadcastMode;
+use poc_chain::api::{BroadcastMode, PREFIX};
 use poc_chain::genesis::{Genesis, GenesisParticipant};
 use poc_chain::keys::PrivateKey;
 use poc_chain::msgs::{MlNodeWeight, Msg, OPERATIONAL_PERMISSIONS, ValidationPayloadV2};
@@ -219,6 +219,14 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
     let unknown =
         post_rpc(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "validators"})).await;
     assert_eq!(unknown["error"]["code"], -32601);
+    // The head as the API node reads it: the RPC's status, or without an RPC URL the
+    // gateway's latest block; either hash is the block's as the gateway gives it.
+    let by_rpc = c.clone().with_rpc(&rpc);
+    for head in [by_rpc.head().await.unwrap(), c.head().await.unwrap()] {
+        assert!(head.height >= r.height, "{head:?}");
+        assert_eq!(c.block_hash(head.height).await.unwrap(), Some(head.hash));
+    }
+    assert_eq!(c.chain_id().await.unwrap(), "poc-node-test");
 
     let warm_signer = TxSigner::new(c.clone(), warm.clone());
     let p1 = TxSigner::new(c.clone(), keys[1].clone());
@@ -354,6 +362,14 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
     // Participants with keys and URLs.
     let ps = c.participants().await.unwrap();
     assert_eq!(ps.participant.len(), 2);
+    assert_eq!(ps.pagination.map(|p| p.total), Some(2));
+    // The module's `Participant` under its proto field names, as a Gonka node writes it.
+    let raw: serde_json::Value = c
+        .get(&format!("{PREFIX}/participant/{}", keys[0].address()))
+        .await
+        .unwrap();
+    assert_eq!(raw["participant"]["index"], keys[0].address().as_str());
+    assert!(raw["participant"]["inferenceUrl"].is_string(), "{raw}");
     let p0 = c.participant(&keys[0].address()).await.unwrap().unwrap();
     assert_eq!(p0.participant.hex_pub_key, keys[0].public_key_hex());
     assert!(c.participant(&key("x").address()).await.unwrap().is_none());

@@ -144,13 +144,17 @@ pub struct EpochInfoResponse {
     pub params: Params,
     /// Newest epoch.
     pub latest_epoch: Epoch,
-    /// Effective epoch (an addition: which validators are active).
+    /// Effective epoch (an addition: which validators are active; a Gonka node's answer
+    /// lacks it, see [`EpochContext::is_upcoming_at`](crate::epoch::EpochContext::is_upcoming_at)).
+    #[serde(default)]
     pub effective_epoch: Epoch,
     /// Whether a confirmation event is active.
     pub is_confirmation_poc_active: bool,
     /// The active event.
     pub active_confirmation_poc_event: Option<ConfirmationEvent>,
-    /// Stages of the latest epoch (an addition, `EpochStages` JSON).
+    /// Stages of the latest epoch (an addition, `EpochStages` JSON; absent from a Gonka
+    /// node's answer).
+    #[serde(default)]
     pub latest_stages: EpochStages,
 }
 
@@ -161,38 +165,62 @@ pub struct ParamsResponse {
     pub params: Params,
 }
 
-/// A participant as the API node needs it.
+/// A participant in the JSON of `inference.inference.Participant` as a Gonka node's
+/// gateway writes it (the proto's own field names, `inferenceUrl` among them), plus
+/// this chain's additions, which a Gonka node's answer lacks (they default to empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
+    /// The participant's address (the record's key).
+    #[serde(default)]
+    pub index: String,
     pub address: String,
-    /// Compressed key, base64.
-    pub pubkey: String,
-    /// Compressed key, hex.
-    pub hex_pub_key: String,
     /// Public URL.
+    #[serde(rename = "inferenceUrl", alias = "inference_url", default)]
     pub inference_url: String,
-    /// Consensus key.
-    pub validator_key: String,
     /// `ACTIVE` / `INACTIVE`.
+    #[serde(default)]
     pub status: String,
-    /// Latest confirmation ratio.
+    /// Compressed key, base64 (an addition).
+    #[serde(default)]
+    pub pubkey: String,
+    /// Compressed key, hex (an addition).
+    #[serde(default)]
+    pub hex_pub_key: String,
+    /// Consensus key (an addition).
+    #[serde(default)]
+    pub validator_key: String,
+    /// Latest confirmation ratio (an addition).
+    #[serde(default)]
     pub confirmation_poc_ratio: String,
 }
 
-/// `GET …/participant/{addr}`.
+/// `GET …/participant/{addr}` (`QueryGetParticipantResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantResponse {
     /// The participant.
     pub participant: ParticipantInfo,
-    /// Key, base64 (as `InferenceParticipant` answers).
-    pub pubkey: String,
 }
 
-/// `GET …/participants`.
+/// `GET …/participant` (`QueryAllParticipantResponse`; one page holds them all).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantsResponse {
     /// Sorted by address.
     pub participant: Vec<ParticipantInfo>,
+    /// Always the last page here.
+    #[serde(default)]
+    pub pagination: Option<PageResponse>,
+    /// The height the list was read at.
+    #[serde(with = "crate::json::i64_string", default)]
+    pub block_height: i64,
+}
+
+/// `cosmos.base.query.v1beta1.PageResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageResponse {
+    /// Key of the next page, base64; `None` on the last.
+    pub next_key: Option<String>,
+    #[serde(with = "crate::json::u64_string", default)]
+    pub total: u64,
 }
 
 /// A grantee.

@@ -135,7 +135,7 @@ pub fn wind_down_offset(d: i64) -> i64 {
 }
 
 /// `Epoch{index, poc_start_block_height}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Epoch {
     /// Epoch number (0 = genesis, which runs no PoC).
     #[serde(with = "crate::json::u64_string")]
@@ -183,7 +183,7 @@ pub struct EpochContext {
 }
 
 /// An inclusive height window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
     /// First height.
     #[serde(with = "crate::json::i64_string")]
@@ -271,6 +271,14 @@ impl EpochContext {
         } else {
             self.start_of_poc_validation() + self.params.poc_validation_duration
         }
+    }
+
+    /// Whether, after block `height`, this (the latest) epoch is still the upcoming one:
+    /// its PoC has begun and its weights are not yet effective (they are from the end of
+    /// block SetNewValidators on). A Gonka node's `epoch_info` names only the latest
+    /// epoch, so a client derives the effective one by this rule.
+    pub fn is_upcoming_at(&self, height: i64) -> bool {
+        !self.zero() && height < self.set_new_validators()
     }
 
     /// EndOfPoCValidation + set_new_validators_delay.
@@ -380,7 +388,7 @@ impl EpochContext {
 }
 
 /// All derived heights of an epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochStages {
     pub epoch_index: u64,
     /// S.

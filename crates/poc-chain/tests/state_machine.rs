@@ -43,6 +43,28 @@ fn full_v2_round_assigns_weights_to_accepted_participants() {
     assert!(!net.state.snapshots.contains_key(&S1));
 }
 
+/// The rule a client of a Gonka node (whose `epoch_info` names only the latest epoch)
+/// uses to tell an upcoming epoch from an effective one agrees with the chain's own
+/// effective epoch after every block of two epochs.
+#[test]
+fn the_upcoming_epoch_rule_matches_the_chains_effective_epoch() {
+    let mut net = Net::new(2, |_| {});
+    let mut seen = [false; 2];
+    while net.h() < 2 * S1 + 20 {
+        net.block(vec![]);
+        let st = &net.state;
+        let upcoming = st.latest_epoch.index > st.effective_epoch.index;
+        assert_eq!(
+            st.latest_ctx().is_upcoming_at(st.height),
+            upcoming,
+            "after block {}",
+            st.height
+        );
+        seen[usize::from(upcoming)] = true;
+    }
+    assert_eq!(seen, [true, true], "both cases occur");
+}
+
 #[test]
 fn weight_scale_factor_is_applied_with_legacy_dec_truncation() {
     let mut net = Net::new(3, |p| {

@@ -66,14 +66,27 @@ pub(crate) enum ChainNodes {
 }
 
 impl ChainNodes {
-    pub(crate) fn urls(&self) -> Vec<String> {
+    fn nodes(&self) -> Vec<&RunningChain> {
         match self {
-            ChainNodes::Single(c) => vec![format!("http://{}", c.addr)],
-            ChainNodes::Replicated(v) => v
-                .iter()
-                .map(|c| format!("http://{}", c.chain.addr))
-                .collect(),
+            ChainNodes::Single(c) => vec![c],
+            ChainNodes::Replicated(v) => v.iter().map(|c| &c.chain).collect(),
         }
+    }
+
+    /// Each node's REST URL.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.nodes()
+            .iter()
+            .map(|c| format!("http://{}", c.addr))
+            .collect()
+    }
+
+    /// Each node's CometBFT RPC URL (every devnet node serves one).
+    pub(crate) fn rpc_urls(&self) -> Vec<Option<String>> {
+        self.nodes()
+            .iter()
+            .map(|c| c.rpc_addr.map(|a| format!("http://{a}")))
+            .collect()
     }
 
     pub(crate) async fn shutdown(self) {
@@ -121,7 +134,7 @@ pub(crate) async fn start_validators(
         let node = poc_consensus::node::start(poc_consensus::node::ReplicatedConfig {
             node: NodeConfig {
                 home: dir,
-                rpc: None,
+                rpc: Some("127.0.0.1:0".parse().expect("addr")),
                 block_time,
                 rest: "127.0.0.1:0".parse().expect("addr"),
                 snapshot_interval: 50,
@@ -213,7 +226,7 @@ impl Devnet {
             ChainNodes::Single(
                 poc_chain_node::start(NodeConfig {
                     home: chain_home,
-                    rpc: None,
+                    rpc: Some("127.0.0.1:0".parse().expect("addr")),
                     block_time: o.block_time,
                     rest: "127.0.0.1:0".parse().expect("addr"),
                     snapshot_interval: 50,
@@ -228,6 +241,7 @@ impl Devnet {
             )
         };
         let chain_urls = chain.urls();
+        let rpc_urls = chain.rpc_urls();
         let chain_url = chain_urls[0].clone();
         let mut members = Vec::new();
         for (i, account) in accounts.iter().enumerate() {
@@ -279,6 +293,7 @@ impl Devnet {
                     r_target: V1_R_TARGET,
                     fraud_threshold: 1e-7,
                 },
+                chain_rpc_url: rpc_urls[i % rpc_urls.len()].clone(),
                 ..ApiConfig::new(
                     chain_urls[i % chain_urls.len()].clone(),
                     run_dir.join("keys").join(format!("p{i}-account.key")),

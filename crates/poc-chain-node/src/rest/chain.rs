@@ -32,6 +32,7 @@ fn participant_info(st: &ChainState, a: &str) -> Option<ParticipantInfo> {
     let p = st.participants.get(a)?;
     let (b64, hex) = keys(st, a);
     Some(ParticipantInfo {
+        index: a.to_owned(),
         address: a.to_owned(),
         pubkey: b64,
         hex_pub_key: hex,
@@ -50,21 +51,24 @@ pub(super) async fn participant(State(s): S, Path(a): Path<String>) -> R<Partici
     let head = s.head();
     let info = participant_info(&head.state, &a)
         .ok_or_else(|| not_found(format!("participant {a} is not registered")))?;
-    ok(ParticipantResponse {
-        pubkey: info.pubkey.clone(),
-        participant: info,
-    })
+    ok(ParticipantResponse { participant: info })
 }
 
 pub(super) async fn participants(State(s): S) -> R<ParticipantsResponse> {
     let head = s.head();
     let st = &head.state;
+    let participant: Vec<_> = st
+        .participants
+        .keys()
+        .filter_map(|a| participant_info(st, a))
+        .collect();
     ok(ParticipantsResponse {
-        participant: st
-            .participants
-            .keys()
-            .filter_map(|a| participant_info(st, a))
-            .collect(),
+        pagination: Some(PageResponse {
+            next_key: None,
+            total: participant.len() as u64,
+        }),
+        participant,
+        block_height: st.height,
     })
 }
 

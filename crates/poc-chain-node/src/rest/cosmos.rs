@@ -1,5 +1,5 @@
 //! The Cosmos SDK's own REST queries (its gRPC gateway's paths and JSON), for clients
-//! written against a Cosmos chain: authz grants and blocks. Bytes are base64, integers
+//! written against a Cosmos chain: authz grants, blocks and node info. Bytes are base64, integers
 //! strings, as the gateway writes them (`docs/chain.md`, "REST").
 
 use std::collections::HashMap;
@@ -116,4 +116,23 @@ pub(super) async fn block(State(s): S, Path(h): Path<String>) -> Result<Response
 pub(super) async fn latest_block(State(s): S) -> Result<Response, ApiError> {
     let h = s.head().state.height;
     gateway_block(&s, h).await
+}
+
+/// `GET /cosmos/base/tendermint/v1beta1/node_info`: the chain id under
+/// `default_node_info.network`, as CometBFT's node info carries it.
+pub(super) async fn node_info(State(s): S) -> axum::Json<Value> {
+    let chain_id = s.head().state.chain_id.clone();
+    let version = env!("CARGO_PKG_VERSION");
+    axum::Json(json!({
+        "default_node_info": {
+            "network": chain_id,
+            "moniker": "poc-chain",
+            "version": version,
+        },
+        "application_version": {
+            "name": "poc-chain",
+            "app_name": "poc",
+            "version": version,
+        },
+    }))
 }

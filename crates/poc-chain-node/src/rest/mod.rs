@@ -128,7 +128,7 @@ pub fn router(services: Arc<ChainServices>) -> Router {
             get(poc::count_validations),
         )
         .route(&p("/participant/{addr}"), get(chain::participant))
-        .route(&p("/participants"), get(chain::participants))
+        .route(&p("/participant"), get(chain::participants))
         .route(
             &p("/grantees_by_message_type/{granter}/{*type_url}"),
             get(chain::grantees),
@@ -155,6 +155,10 @@ pub fn router(services: Arc<ChainServices>) -> Router {
         .route(
             "/cosmos/base/tendermint/v1beta1/blocks/{h}",
             get(cosmos::block),
+        )
+        .route(
+            "/cosmos/base/tendermint/v1beta1/node_info",
+            get(cosmos::node_info),
         )
         .layer(DefaultBodyLimit::max(poc_chain::tx::MAX_TX_BYTES * 2))
         .with_state(services)

@@ -12,9 +12,14 @@ pub struct ApiArgs {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE", env = "POC_API_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Chain node REST URL.
+    /// Chain node REST URL (module queries and the Cosmos SDK gateway; port 1317 on a
+    /// Gonka node).
     #[arg(long, env = "POC_API_CHAIN_URL")]
     pub chain_url: Option<String>,
+    /// Chain node CometBFT RPC URL (port 26657 on a Gonka node), read for the latest
+    /// block; without it the REST gateway's latest block is read.
+    #[arg(long, env = "POC_API_CHAIN_RPC_URL")]
+    pub chain_rpc_url: Option<String>,
     /// Account (cold) key file.
     #[arg(long, value_name = "FILE", env = "POC_API_ACCOUNT_KEY")]
     pub account_key: Option<PathBuf>,
@@ -86,6 +91,7 @@ pub fn resolve(args: &ApiArgs) -> anyhow::Result<ApiConfig> {
     let s = |x: &Option<String>| x.clone().map(Value::String);
     let p = |x: &Option<PathBuf>| x.as_ref().map(|p| Value::String(p.display().to_string()));
     set("chain_url", s(&args.chain_url));
+    set("chain_rpc_url", s(&args.chain_rpc_url));
     set("account_key", p(&args.account_key));
     set("operational_key", p(&args.operational_key));
     set("public_url", s(&args.public_url));
