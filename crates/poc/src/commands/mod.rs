@@ -2,6 +2,7 @@
 
 mod api;
 mod artifacts;
+mod calibrate;
 mod chain;
 mod devnet;
 mod keys;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 use api::ApiArgs;
 use artifacts::ArtifactsCommand;
+use calibrate::CalibrateArgs;
 use chain::ChainCommand;
 use devnet::DevnetArgs;
 use keys::KeysCommand;
@@ -76,6 +78,15 @@ pub enum Command {
     /// PoC v1 compute: distances of nonces on the random-weight model of a block hash.
     #[command(subcommand)]
     V1(V1Command),
+    /// Redo the experiment the PoC v2 thresholds rest on: artifacts of the same nonces
+    /// under honest variants (dtypes, FP8, batch composition, files from other machines)
+    /// and cheaper or modified ones (4-bit, perturbed layer, swapped experts, skipped
+    /// reflections, random); then distances, the threshold at an honest percentile, the
+    /// power of the chain's test and weighted vote, and the phase length.
+    ///
+    /// Writes report.md, report.json, plots/*.svg and artifacts/ under --out
+    /// (docs/calibrate.md explains every number).
+    Calibrate(CalibrateArgs),
 }
 
 /// Runs one parsed command line. `Err` means invalid input (exit status 2).
@@ -100,5 +111,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Api(args) => api::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Devnet(args) => devnet::run(&args),
         Command::V1(cmd) => v1::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Calibrate(args) => calibrate::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
