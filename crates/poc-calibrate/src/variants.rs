@@ -28,6 +28,9 @@ pub enum Variant {
     Fp8,
     /// `batch=N`: the reference computed with `N` nonces per forward (honest).
     Batch(usize),
+    /// `device=cuda:N` (or `cpu`): the reference computed on that device (honest; a GPU
+    /// needs the `cuda` build).
+    Device(String),
     /// `int4`: every linear weight rounded to 4 bits per row (cheaper).
     Int4,
     /// `perturb=EPS`: the middle layer's matrices times `1 + EPS·z`, `z ~ N(0, 1)` from a
@@ -65,6 +68,15 @@ impl Variant {
                         .filter(|&n| n > 0)
                         .ok_or_else(|| bad("batch=N needs a positive N"))?,
                 ),
+                Some(("device", d))
+                    if d == "cpu"
+                        || d == "cuda"
+                        || d.strip_prefix("cuda:")
+                            .is_some_and(|i| i.parse::<usize>().is_ok()) =>
+                {
+                    Self::Device(d.to_owned())
+                }
+                Some(("device", _)) => return Err(bad("device=D takes cpu, cuda or cuda:N")),
                 Some(("perturb", e)) => Self::Perturb(
                     e.parse()
                         .ok()
@@ -73,7 +85,7 @@ impl Variant {
                 ),
                 _ => {
                     return Err(bad(
-                        "unknown variant; known: f32, bf16, f16, fp8, batch=N, int4, perturb=EPS, swap-expert, no-reflect, random",
+                        "unknown variant; known: f32, bf16, f16, fp8, batch=N, device=cuda:N, int4, perturb=EPS, swap-expert, no-reflect, random",
                     ));
                 }
             },
@@ -82,7 +94,10 @@ impl Variant {
 
     /// Whether a correct prover may compute this way.
     pub fn is_honest(&self) -> bool {
-        matches!(self, Self::Dtype(_) | Self::Fp8 | Self::Batch(_))
+        matches!(
+            self,
+            Self::Dtype(_) | Self::Fp8 | Self::Batch(_) | Self::Device(_)
+        )
     }
 
     /// The name it was parsed from.
@@ -95,6 +110,7 @@ impl Variant {
             },
             Self::Fp8 => "fp8".into(),
             Self::Batch(n) => format!("batch={n}"),
+            Self::Device(d) => format!("device={d}"),
             Self::Int4 => "int4".into(),
             Self::Perturb(e) => format!("perturb={e:e}"),
             Self::SwapExpert => "swap-expert".into(),
@@ -244,7 +260,13 @@ pub fn compute(
     let mut batch = job.batch;
     let mut change = None;
     let mut fp8_copy: Option<Checkpoint> = None;
+    let mut device = job.device.clone();
     match v {
+        Variant::Device(d) => {
+            device = poc_model::parse_devices(&[d])
+                .map_err(model_err("the device"))?
+                .remove(0)
+        }
         Variant::Dtype(d) => dtype = *d,
         Variant::Batch(n) => batch = *n,
         Variant::Int4 => change = Some(Change::Round4),
@@ -296,7 +318,7 @@ pub fn compute(
         (None, Some(m)) => m,
         (None, None) => &ck,
     };
-    let model = Qwen3Model::load_with(source, &LoadOptions::new(dtype, &job.device))
+    let model = Qwen3Model::load_with(source, &LoadOptions::new(dtype, &device))
         .map_err(model_err(&format!("loading the {} variant", v.name())))?;
     let engine = PocEngine::new(std::sync::Arc::new(model));
     engine
@@ -396,7 +418,15 @@ mod tests {
         assert!(Variant::parse("f32").unwrap().is_honest());
         assert!(Variant::parse("batch=4").unwrap().is_honest());
         assert!(!Variant::parse("int4").unwrap().is_honest());
-        for bad in ["int3", "batch=0", "perturb=-1", "perturb=x", "fp7"] {
+        assert!(Variant::parse("device=cuda:1").unwrap().is_honest());
+        for bad in [
+            "int3",
+            "batch=0",
+            "perturb=-1",
+            "perturb=x",
+            "fp7",
+            "device=tpu",
+        ] {
             let e = Variant::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }

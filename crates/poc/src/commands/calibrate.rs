@@ -19,7 +19,7 @@ pub struct CalibrateArgs {
     pub model: Option<PathBuf>,
     /// Variants computed on this machine, comma-separated. Honest: `f32`, `bf16`, `f16`
     /// (compute dtype), `fp8` (the FP8 block-quantized copy), `batch=N` (N nonces per
-    /// forward). Cheaper or modified: `int4` (4-bit rounded weights), `perturb=EPS` (the
+    /// forward), `device=cuda:N` (the reference on a GPU; the `cuda` build). Cheaper or modified: `int4` (4-bit rounded weights), `perturb=EPS` (the
     /// middle layer's matrices times 1 + EPS·N(0,1)), `swap-expert` (experts 0 and 1 of
     /// the middle MoE layer exchanged), `no-reflect` (reflections skipped), `random`
     /// (random vectors of the honest scale).
