@@ -13,6 +13,7 @@
 //!
 //! This crate knows nothing of HTTP, the chain or storage.
 
+pub mod bf16_gemm;
 pub mod config;
 pub mod error;
 pub mod fp8;

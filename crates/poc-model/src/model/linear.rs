@@ -1,8 +1,11 @@
 //! Linear layers (dense, or FP8 blocks kept resident) and RMSNorm.
 
+use std::sync::Arc;
+
 use candle_core::{D, DType, Tensor};
 
 use super::Ctx;
+use crate::bf16_gemm::{self, PackedWeight};
 use crate::error::Result;
 use crate::fp8::{Fp8Path, Fp8Weight, dequantize_rows, dequantize_rows_to, quantize_activations};
 use crate::weights::WeightSource;
@@ -10,8 +13,11 @@ use crate::weights::WeightSource;
 /// The weight of a [`Linear`].
 #[derive(Debug, Clone)]
 enum Weight {
-    /// `Wᵀ`, `[in, out]`, contiguous (on the CPU, bf16 weights widened to f32).
+    /// `Wᵀ`, `[in, out]`, contiguous (on the CPU, bf16 weights widened to f32 where the
+    /// bf16 kernel does not run).
     Dense(Tensor),
+    /// bf16 `W` packed for the CPU's AVX512-BF16 kernel ([`bf16_gemm`]).
+    Bf16(Arc<PackedWeight>),
     /// FP8 blocks kept resident, stacked along the output rows (gate and up projections
     /// that do not end on a block boundary stay separate parts).
     Fp8 {
@@ -23,10 +29,12 @@ enum Weight {
 /// `y = x Wᵀ (+ b)` for `x: [n, in]`, `W: [out, in]`.
 ///
 /// Dense weights are kept transposed (`[in, out]`, contiguous), which the CPU matrix
-/// product handles faster than a strided view. On the CPU, bf16 weights are also kept
-/// widened to f32: candle's CPU bf16 product widens both operands to f32 and narrows the
-/// result anyway, so doing the weight half once at load gives the same bits without
-/// converting every weight on every call. FP8 weights may stay FP8 ([`Fp8Path`]).
+/// product handles faster than a strided view. On a CPU with AVX512-BF16, bf16 weights
+/// are packed for [`bf16_gemm`] (bf16 products accumulated in f32, one rounding of the
+/// output). Elsewhere bf16 weights are kept widened to f32: candle's CPU bf16 product
+/// widens both operands to f32 and narrows the result anyway, so doing the weight half
+/// once at load gives the same bits without converting every weight on every call. FP8
+/// weights may stay FP8 ([`Fp8Path`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     weight: Weight,
@@ -38,7 +46,17 @@ pub(crate) struct Linear {
 impl Linear {
     pub(super) fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let dtype = weight.dtype();
-        let weight = if weight.device().is_cpu() && dtype == DType::BF16 {
+        let cpu_bf16 = weight.device().is_cpu() && dtype == DType::BF16;
+        if cpu_bf16 && bf16_gemm::enabled() {
+            let (n, k) = weight.dims2()?;
+            let w = weight.flatten_all()?.to_vec1::<half::bf16>()?;
+            return Ok(Self {
+                weight: Weight::Bf16(Arc::new(PackedWeight::pack(&w, n, k))),
+                bias,
+                dtype,
+            });
+        }
+        let weight = if cpu_bf16 {
             weight.to_dtype(DType::F32)?
         } else {
             weight
@@ -120,6 +138,7 @@ impl Linear {
             .map_or(0, |b| b.elem_count() * b.dtype().size_in_bytes());
         b + match &self.weight {
             Weight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Weight::Bf16(w) => w.resident_bytes(),
             Weight::Fp8 { parts, .. } => parts.iter().map(Fp8Weight::resident_bytes).sum(),
         }
     }
@@ -128,6 +147,7 @@ impl Linear {
         let y = match &self.weight {
             Weight::Dense(wt) if wt.dtype() == self.dtype => x.matmul(wt)?,
             Weight::Dense(wt) => x.to_dtype(wt.dtype())?.matmul(wt)?.to_dtype(self.dtype)?,
+            Weight::Bf16(w) => packed_matmul(x, w)?,
             Weight::Fp8 {
                 parts,
                 path: Fp8Path::W8A8,
@@ -153,6 +173,35 @@ impl Linear {
             None => y,
         })
     }
+}
+
+/// `x · Wᵀ` with the packed bf16 kernel, `x: [.., in]` bf16 on the CPU.
+fn packed_matmul(x: &Tensor, w: &PackedWeight) -> Result<Tensor> {
+    let x = x.to_dtype(DType::BF16)?.contiguous()?;
+    let mut dims = x.dims().to_vec();
+    let k = dims.last().copied().unwrap_or(0);
+    if k != w.k() {
+        return Err(candle_core::Error::Msg(format!(
+            "linear layer of {} inputs applied to {k}",
+            w.k()
+        ))
+        .into());
+    }
+    let m = x.elem_count() / k.max(1);
+    let out = {
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(v)) = &*storage else {
+            return Err(
+                candle_core::Error::Msg("the bf16 kernel runs on CPU bf16 tensors".into()).into(),
+            );
+        };
+        let o = layout.start_offset();
+        w.matmul(&v[o..o + m * k], m)
+    };
+    if let Some(d) = dims.last_mut() {
+        *d = w.n();
+    }
+    Ok(Tensor::from_vec(out, dims, x.device())?)
 }
 
 /// RMSNorm over the last dimension: `bf16(x / sqrt(mean(x²) + eps)) * weight`, the
