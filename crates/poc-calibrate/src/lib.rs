@@ -122,8 +122,8 @@ pub fn run(cfg: &Config) -> Result<Analysis, CalibrateError> {
             names.join(", ")
         )));
     }
-    let needs_model = computed.iter().any(|v| **v != Variant::Random)
-        || cfg.variants.iter().any(|v| v.name() == cfg.reference);
+    // `random` alone needs no model (a random reference is refused below).
+    let needs_model = computed.iter().any(|v| **v != Variant::Random);
     if needs_model && cfg.model.is_none() {
         return Err(CalibrateError::Settings(
             "computed variants need --model DIR (or give only --artifacts files)".into(),
@@ -167,13 +167,8 @@ pub fn run(cfg: &Config) -> Result<Analysis, CalibrateError> {
     };
     // The reference first: the others are measured against it (and `random` takes its
     // scale from it).
-    let mut sets: Vec<(String, bool, String, Option<f64>, ArtifactSet)> = Vec::new();
-    let reference = if let Some(f) = cfg.files.iter().find(|f| f.name == cfg.reference) {
-        (
-            ArtifactSet::read(&f.path, cfg.k_dim)?,
-            None,
-            f.path.display().to_string(),
-        )
+    let (ref_set, ref_rate) = if let Some(f) = cfg.files.iter().find(|f| f.name == cfg.reference) {
+        (ArtifactSet::read(&f.path, cfg.k_dim)?, None)
     } else {
         let v = cfg
             .variants
@@ -186,20 +181,40 @@ pub fn run(cfg: &Config) -> Result<Analysis, CalibrateError> {
             ));
         }
         let (s, rate) = compute_one(v)?;
-        (s, Some(rate), "computed".to_owned())
+        (s, Some(rate))
     };
-    let (ref_set, ref_rate, _) = &reference;
     write_set(
         &art_dir.join(format!("{}.json", plots::slug(&cfg.reference))),
-        ref_set,
+        &ref_set,
         cfg.k_dim,
     )?;
-    for v in &cfg.variants {
-        if v.name() == cfg.reference {
-            continue;
+    // Every other set, measured against the reference as soon as it exists; all must
+    // cover the reference's nonces.
+    let measure = |name: String,
+                   honest: bool,
+                   source: String,
+                   rate: Option<f64>,
+                   set: &ArtifactSet| {
+        if let Some(n) = set.nonce_difference(&ref_set) {
+            return Err(CalibrateError::Artifacts {
+                path: source,
+                msg: format!(
+                    "its nonces differ from the reference's (nonce {n} is in one and not the other); every set must cover the same nonces"
+                ),
+            });
         }
+        Ok(VariantDistances {
+            name,
+            honest,
+            source,
+            nonces_per_sec: rate,
+            distances: set.distances(&ref_set),
+        })
+    };
+    let mut distances: Vec<VariantDistances> = Vec::new();
+    for v in cfg.variants.iter().filter(|v| v.name() != cfg.reference) {
         let (set, rate) = if *v == Variant::Random {
-            (variants::random_set(ref_set, cfg.settings.seed), None)
+            (variants::random_set(&ref_set, cfg.settings.seed), None)
         } else {
             let (s, r) = compute_one(v)?;
             (s, Some(r))
@@ -209,44 +224,29 @@ pub fn run(cfg: &Config) -> Result<Analysis, CalibrateError> {
             &set,
             cfg.k_dim,
         )?;
-        sets.push((v.name(), v.is_honest(), "computed".into(), rate, set));
+        distances.push(measure(
+            v.name(),
+            v.is_honest(),
+            "computed".into(),
+            rate,
+            &set,
+        )?);
     }
-    for f in &cfg.files {
-        if f.name == cfg.reference {
-            continue;
-        }
-        let s = ArtifactSet::read(&f.path, cfg.k_dim)?;
-        if let Some(n) = s.nonce_difference(ref_set) {
-            return Err(CalibrateError::Artifacts {
-                path: f.path.display().to_string(),
-                msg: format!(
-                    "its nonces differ from the reference's (nonce {n} is in one and not the other); every set must cover the same nonces"
-                ),
-            });
-        }
-        sets.push((
+    for f in cfg.files.iter().filter(|f| f.name != cfg.reference) {
+        let set = ArtifactSet::read(&f.path, cfg.k_dim)?;
+        distances.push(measure(
             f.name.clone(),
             f.honest,
             f.path.display().to_string(),
             None,
-            s,
-        ));
+            &set,
+        )?);
     }
-    let distances: Vec<VariantDistances> = sets
-        .iter()
-        .map(|(name, honest, source, rate, s)| VariantDistances {
-            name: name.clone(),
-            honest: *honest,
-            source: source.clone(),
-            nonces_per_sec: *rate,
-            distances: s.distances(ref_set),
-        })
-        .collect();
     let mut settings = cfg.settings.clone();
     let (rate, source) = match (cfg.rate, ref_rate) {
         (Some(r), _) => (Some(r), "given".to_owned()),
         (None, Some(r)) => (
-            Some(*r),
+            Some(r),
             format!("measured: `{}` on this machine", cfg.reference),
         ),
         (None, None) => (None, String::new()),

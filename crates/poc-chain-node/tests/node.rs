@@ -61,6 +61,11 @@ async fn start(dir: &std::path::Path, snapshot_interval: i64) -> (RunningChain, 
     (node, client)
 }
 
+/// Sends a request and reads its JSON answer.
+async fn send_json(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 async fn wait_height(c: &ChainClient, h: i64) {
     for _ in 0..400 {
         if c.status().await.unwrap().height >= h {
@@ -170,18 +175,7 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
     // The CometBFT RPC: GET and JSON-RPC POST, hashes uppercase hex.
     let rpc = format!("http://{}", node.rpc_addr.unwrap());
     let http = reqwest::Client::new();
-    let get = |path: String| {
-        let http = http.clone();
-        async move {
-            http.get(path)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let get = |path: String| send_json(http.get(path));
     let st = get(format!("{rpc}/status")).await;
     assert_eq!(st["result"]["node_info"]["network"], "poc-node-test");
     let b = get(format!("{rpc}/block?height={}", r.height)).await;
@@ -196,19 +190,7 @@ async fn a_v2_round_through_rest_and_signed_transactions() {
     );
     let quoted = get(format!("{rpc}/block?height=\"{}\"", r.height)).await;
     assert_eq!(quoted["result"]["block_id"], b["result"]["block_id"]);
-    let post_rpc = |body: serde_json::Value| {
-        let (http, rpc) = (http.clone(), rpc.clone());
-        async move {
-            http.post(rpc)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let post_rpc = |body: serde_json::Value| send_json(http.post(&rpc).json(&body));
     let post = post_rpc(serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "block", "params": {"height": r.height.to_string()}})).await;
     assert_eq!(post["id"], 7);
     assert_eq!(post["result"]["block_id"], b["result"]["block_id"]);

@@ -438,6 +438,7 @@ mod tests {
     #[test]
     fn empty_products_are_empty() {
         if !available() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
             return;
         }
         let w = PackedWeight::pack(&values(6, 1), 3, 2);

@@ -178,40 +178,30 @@ fn calibrate_reports_thresholds_power_and_plots_and_refuses_bad_input() {
     short["artifacts"].as_array_mut().unwrap().pop();
     let short_path = dir.path().join("short.json");
     std::fs::write(&short_path, short.to_string()).unwrap();
-    let short_arg = format!("gpu={}", short_path.display());
-    fail(
-        &[
-            "calibrate",
-            "--variants",
-            "",
-            "--artifacts",
-            &file("f32"),
-            "--artifacts",
-            &short_arg,
-            "--out",
-            path(&o),
-        ],
-        "nonces differ",
-    );
+    // Only files: the reference and one other set.
+    let files_only = |other: &Path, want: &str| {
+        let arg = format!("gpu={}", other.display());
+        fail(
+            &[
+                "calibrate",
+                "--variants",
+                "",
+                "--artifacts",
+                &file("f32"),
+                "--artifacts",
+                &arg,
+                "--out",
+                path(&o),
+            ],
+            want,
+        )
+    };
+    files_only(&short_path, "nonces differ");
     // A NaN vector (FP16 0x7e00 twelve times).
     let nan = serde_json::json!({"artifacts": [{"nonce": 0, "vector_b64": "AH4AfgB+AH4AfgB+AH4AfgB+AH4AfgB+"}]});
     let nan_path = dir.path().join("nan.json");
     std::fs::write(&nan_path, nan.to_string()).unwrap();
-    let nan_arg = format!("gpu={}", nan_path.display());
-    fail(
-        &[
-            "calibrate",
-            "--variants",
-            "",
-            "--artifacts",
-            &file("f32"),
-            "--artifacts",
-            &nan_arg,
-            "--out",
-            path(&o),
-        ],
-        "not finite",
-    );
+    files_only(&nan_path, "not finite");
     fail(
         &[
             "calibrate",
